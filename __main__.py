@@ -1,0 +1,34 @@
+"""vLLM on AWS Trainium: network, EKS, Karpenter, Neuron capacity and the model servers, from one `pulumi up`."""
+
+import pulumi
+
+from components import config as stack_config
+from components.cluster import EksCluster, EksClusterArgs
+from components.network import Network, NetworkArgs, lookup_availability_zones
+
+# Everything is read and checked before the first resource is registered.
+config = stack_config.from_pulumi()
+zones = lookup_availability_zones(config.neuron.instance_types)
+tags = {"app.kubernetes.io/part-of": config.project, "pulumi-stack": config.stack}
+
+network = Network(config.cluster_name, NetworkArgs(
+    cluster_name=config.cluster_name,
+    availability_zones=zones,
+    cidr_block=config.vpc_cidr,
+))
+
+cluster = EksCluster(config.cluster_name, EksClusterArgs(
+    cluster_name=config.cluster_name,
+    kubernetes_version=config.kubernetes_version,
+    vpc_id=network.vpc_id,
+    private_subnet_ids=network.private_subnet_ids,
+    public_subnet_ids=network.public_subnet_ids,
+    admin_principal_arns=config.cluster_admin_arns,
+    public_access_cidrs=config.api_public_access_cidrs,
+    tags=tags,
+))
+
+pulumi.export("region", config.region)
+pulumi.export("clusterName", cluster.name)
+pulumi.export("availabilityZones", zones)
+pulumi.export("kubeconfig", pulumi.Output.secret(cluster.kubeconfig))

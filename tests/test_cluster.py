@@ -1,0 +1,174 @@
+"""The EKS cluster: pinned version, API authentication with access entries, system nodes, add-ons, provider."""
+
+from __future__ import annotations
+
+import json
+
+from components.cluster import CONTROL_PLANE_LOG_TYPES, SYSTEM_NODE_LABEL
+from tests.conftest import with_settings
+from tools.offline import run_program
+
+CLUSTER = "eks:index:Cluster"
+NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
+ADDON = "aws:eks/addon:Addon"
+
+
+def test_cluster_has_an_explicit_name_and_pinned_version(dev_deployment):
+    cluster = dev_deployment.one(CLUSTER)
+    assert cluster.inputs["name"] == "trainium-vllm-dev"
+    assert cluster.inputs["version"] == "1.35"
+
+
+def test_kubernetes_version_comes_from_the_stack(dev_config):
+    deployment = run_program(with_settings(dev_config, kubernetesVersion="1.34"))
+    assert deployment.one(CLUSTER).inputs["version"] == "1.34"
+    addon_versions = [a for a in deployment.of_type(ADDON)]
+    assert addon_versions and all(a.inputs["addonVersion"].startswith("v") for a in addon_versions)
+
+
+def test_authentication_is_access_entries_only(dev_deployment):
+    cluster = dev_deployment.one(CLUSTER).inputs
+    assert cluster["authenticationMode"] == "API"
+    assert cluster["accessEntries"] == {}  # the deployer gets admin through EKS's bootstrap entry
+
+
+def test_cluster_admins_get_cluster_scoped_admin_access_entries(dev_config):
+    admins = ["arn:aws:iam::123456789012:role/platform-admins", "arn:aws:iam::123456789012:user/alice"]
+    cluster = run_program(with_settings(dev_config, clusterAdminArns=admins)).one(CLUSTER).inputs
+    entries = sorted(cluster["accessEntries"].values(), key=lambda e: e["principalArn"])
+    assert [e["principalArn"] for e in entries] == sorted(admins)
+    for entry in entries:
+        (policy,) = entry["accessPolicies"].values()
+        assert policy["policyArn"] == "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
+        assert policy["accessScope"] == {"type": "cluster"}
+
+
+def test_no_default_node_group_and_one_shared_security_group(dev_deployment):
+    cluster = dev_deployment.one(CLUSTER).inputs
+    assert cluster["skipDefaultNodeGroup"] is True
+    assert cluster["skipDefaultSecurityGroups"] is True
+    assert cluster["bootstrapSelfManagedAddons"] is False
+
+
+def test_control_plane_logs_go_to_a_log_group_the_stack_owns(dev_deployment):
+    cluster = dev_deployment.one(CLUSTER)
+    assert cluster.inputs["enabledClusterLogTypes"] == CONTROL_PLANE_LOG_TYPES
+    assert set(CONTROL_PLANE_LOG_TYPES) == {"api", "audit", "authenticator", "controllerManager", "scheduler"}
+    log_group = dev_deployment.one("aws:cloudwatch/logGroup:LogGroup")
+    # EKS writes to exactly this name; owning it means `pulumi destroy` removes it.
+    assert log_group.inputs["name"] == "/aws/eks/trainium-vllm-dev/cluster"
+    assert log_group.inputs["retentionInDays"] > 0
+    assert log_group.urn in cluster.dependencies
+
+
+def test_secrets_are_envelope_encrypted_with_a_rotating_key(dev_deployment):
+    key = dev_deployment.one("aws:kms/key:Key")
+    assert key.inputs["enableKeyRotation"] is True
+    cluster = dev_deployment.one(CLUSTER)
+    assert cluster.inputs["encryptionConfigKeyArn"] == key.outputs["arn"]
+    policy = dev_deployment.one("aws:iam/rolePolicy:RolePolicy", "trainium-vllm-dev-control-plane-secrets-key")
+    statement, = json.loads(policy.inputs["policy"])["Statement"]
+    assert statement["Resource"] == key.outputs["arn"]
+    assert policy.urn in cluster.dependencies  # the role can use the key before EKS tries to
+
+
+def test_control_plane_role_is_trusted_by_eks_only(dev_deployment):
+    role = dev_deployment.one("aws:iam/role:Role", "trainium-vllm-dev-control-plane")
+    trust = json.loads(role.inputs["assumeRolePolicy"])
+    assert trust["Statement"] == [{"Effect": "Allow", "Principal": {"Service": "eks.amazonaws.com"},
+                                   "Action": "sts:AssumeRole"}]
+
+
+def test_cluster_is_in_the_private_and_public_subnets(dev_deployment):
+    cluster = dev_deployment.one(CLUSTER).inputs
+    private = [s.outputs["id"] for s in dev_deployment.of_type("aws:ec2/subnet:Subnet") if "-private-" in s.name]
+    public = [s.outputs["id"] for s in dev_deployment.of_type("aws:ec2/subnet:Subnet") if "-public-" in s.name]
+    assert cluster["privateSubnetIds"] == private
+    assert cluster["publicSubnetIds"] == public
+    assert cluster["vpcId"] == dev_deployment.one("aws:ec2/vpc:Vpc").outputs["id"]
+    assert cluster["endpointPrivateAccess"] is True
+    assert cluster["publicAccessCidrs"] == ["0.0.0.0/0"]
+
+
+def test_network_policies_are_enforced_by_the_vpc_cni(dev_deployment):
+    assert dev_deployment.one(CLUSTER).inputs["vpcCniOptions"]["enableNetworkPolicy"] is True
+
+
+def test_system_node_group_is_labelled_and_tainted_for_system_add_ons(dev_deployment):
+    group = dev_deployment.one(NODE_GROUP)
+    assert group.inputs["clusterName"] == "trainium-vllm-dev"
+    assert group.inputs["labels"] == SYSTEM_NODE_LABEL
+    assert group.inputs["taints"] == [{"key": "CriticalAddonsOnly", "value": "true", "effect": "NO_SCHEDULE"}]
+    assert group.inputs["scalingConfig"]["minSize"] >= 2  # two Karpenter replicas, one per node
+    assert group.inputs["amiType"] == "AL2023_x86_64_STANDARD"
+    private = {s.outputs["id"] for s in dev_deployment.of_type("aws:ec2/subnet:Subnet") if "-private-" in s.name}
+    assert set(group.inputs["subnetIds"]) == private
+    # It waits for the cluster (its name is an output of it).
+    assert dev_deployment.depends_on(group, dev_deployment.one(CLUSTER))
+
+
+def test_system_nodes_require_imdsv2_out_of_reach_of_pods_and_encrypt_their_disk(dev_deployment):
+    template = dev_deployment.one("aws:ec2/launchTemplate:LaunchTemplate")
+    assert template.inputs["metadataOptions"] == {"httpEndpoint": "enabled", "httpTokens": "required",
+                                                  "httpPutResponseHopLimit": 1}
+    (disk,) = template.inputs["blockDeviceMappings"]
+    assert disk["ebs"]["encrypted"] == "true"
+    assert dev_deployment.one(NODE_GROUP).inputs["launchTemplate"]["id"] == template.outputs["id"]
+
+
+def test_system_node_role_has_exactly_the_node_policies(dev_deployment):
+    role = dev_deployment.one("aws:iam/role:Role", "trainium-vllm-dev-system-node")
+    assert json.loads(role.inputs["assumeRolePolicy"])["Statement"][0]["Principal"] == {"Service": "ec2.amazonaws.com"}
+    attached = sorted(a.inputs["policyArn"] for a in dev_deployment.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
+                      if a.inputs["role"] == role.outputs["name"])
+    assert attached == ["arn:aws:iam::aws:policy/AmazonEC2ContainerRegistryPullOnly",
+                        "arn:aws:iam::aws:policy/AmazonEKSWorkerNodePolicy",
+                        "arn:aws:iam::aws:policy/AmazonEKS_CNI_Policy"]
+    assert dev_deployment.one(NODE_GROUP).inputs["nodeRoleArn"] == role.outputs["arn"]
+
+
+def test_coredns_runs_on_the_system_nodes_after_they_exist(dev_deployment):
+    coredns = dev_deployment.one(ADDON, "trainium-vllm-dev-coredns")
+    values = json.loads(coredns.inputs["configurationValues"])
+    group = dev_deployment.one(NODE_GROUP).inputs
+    assert values["nodeSelector"] == group["labels"]
+    assert values["tolerations"] == [{"key": t["key"], "operator": "Exists", "effect": "NoSchedule"}
+                                     for t in group["taints"]]
+    assert dev_deployment.one(NODE_GROUP).urn in coredns.dependencies
+
+
+def test_pod_identity_agent_add_on_is_installed(dev_deployment):
+    agent = dev_deployment.one(ADDON, "trainium-vllm-dev-pod-identity-agent")
+    assert agent.inputs["addonName"] == "eks-pod-identity-agent"
+    assert agent.inputs["clusterName"] == "trainium-vllm-dev"
+
+
+def test_cluster_security_group_is_tagged_for_karpenter(dev_deployment):
+    tag = dev_deployment.one("aws:ec2/tag:Tag")
+    assert tag.inputs == {"resourceId": dev_deployment.one(CLUSTER).outputs["clusterSecurityGroupId"],
+                          "key": "karpenter.sh/discovery", "value": "trainium-vllm-dev"}
+
+
+def test_kubernetes_provider_uses_the_cluster_kubeconfig(dev_deployment):
+    provider = dev_deployment.one("pulumi:providers:kubernetes")
+    kubeconfig = json.loads(provider.inputs["kubeconfig"])
+    assert kubeconfig == json.loads(dev_deployment.one(CLUSTER).outputs["kubeconfigJson"])
+    assert kubeconfig["users"][0]["user"]["exec"]["args"][-3] == "trainium-vllm-dev"
+
+
+def test_stack_exports_cluster_name_region_and_a_secret_kubeconfig(dev_deployment):
+    assert dev_deployment.exports["clusterName"] == "trainium-vllm-dev"
+    assert dev_deployment.exports["region"] == "us-west-2"
+    assert json.loads(dev_deployment.exports["kubeconfig"])["kind"] == "Config"
+    assert "kubeconfig" in dev_deployment.secret_exports
+
+
+def test_every_child_of_a_component_is_parented_and_named_after_it(dev_deployment):
+    components = [r for r in dev_deployment.resources if not r.custom and r.type.startswith("trainium-vllm:")]
+    component_urns = {c.urn: c.name for c in components}
+    for resource in dev_deployment.resources:
+        if resource in components:
+            continue
+        assert resource.parent, f"{resource.name} has no parent"
+        if resource.parent in component_urns:
+            assert resource.name.startswith(component_urns[resource.parent]), resource.name

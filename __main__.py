@@ -3,7 +3,8 @@
 import pulumi
 
 from components import config as stack_config
-from components.cluster import EksCluster, EksClusterArgs
+from components.cluster import SYSTEM_NODE_LABEL, SYSTEM_TOLERATIONS, EksCluster, EksClusterArgs
+from components.karpenter import Karpenter, KarpenterArgs
 from components.network import Network, NetworkArgs, lookup_availability_zones
 
 # Everything is read and checked before the first resource is registered.
@@ -25,6 +26,16 @@ cluster = EksCluster(config.cluster_name, EksClusterArgs(
     public_subnet_ids=network.public_subnet_ids,
     admin_principal_arns=config.cluster_admin_arns,
     public_access_cidrs=config.api_public_access_cidrs,
+    tags=tags,
+))
+
+karpenter = Karpenter("karpenter", KarpenterArgs(
+    cluster_name=cluster.name,
+    cluster_endpoint=cluster.endpoint,
+    k8s_provider=cluster.provider,
+    node_selector=SYSTEM_NODE_LABEL,
+    tolerations=SYSTEM_TOLERATIONS,
+    controller_prerequisites=cluster.ready,
     tags=tags,
 ))
 

@@ -83,8 +83,8 @@ def test_cluster_is_in_the_private_and_public_subnets(dev_deployment):
     cluster = dev_deployment.one(CLUSTER).inputs
     private = [s.outputs["id"] for s in dev_deployment.of_type("aws:ec2/subnet:Subnet") if "-private-" in s.name]
     public = [s.outputs["id"] for s in dev_deployment.of_type("aws:ec2/subnet:Subnet") if "-public-" in s.name]
-    assert cluster["privateSubnetIds"] == private
-    assert cluster["publicSubnetIds"] == public
+    assert sorted(cluster["privateSubnetIds"]) == sorted(private) and len(private) == 3
+    assert sorted(cluster["publicSubnetIds"]) == sorted(public) and len(public) == 3
     assert cluster["vpcId"] == dev_deployment.one("aws:ec2/vpc:Vpc").outputs["id"]
     assert cluster["endpointPrivateAccess"] is True
     assert cluster["publicAccessCidrs"] == ["0.0.0.0/0"]

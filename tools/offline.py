@@ -115,7 +115,10 @@ class Deployment:
         return self.of_type("kubernetes:helm.sh/v3:Release")
 
     def depends_on(self, resource: Registration, other: Registration) -> bool:
-        """Whether `resource` waits for `other`: through a dependency, or a dependency's own, or a parent's."""
+        """Whether `resource` waits for `other`, directly or through its dependencies' dependencies.
+
+        A parent's dependencies do not count: the engine does not make children wait for them.
+        """
         seen: set[str] = set()
         pending = [resource.urn]
         while pending:
@@ -123,13 +126,10 @@ class Deployment:
             if urn in seen:
                 continue
             seen.add(urn)
-            current = self.by_urn(urn)
-            for dependency in current.dependencies:
+            for dependency in self.by_urn(urn).dependencies:
                 if dependency == other.urn:
                     return True
                 pending.append(dependency)
-            if current.parent and current.parent in {r.urn for r in self.resources}:
-                pending.append(current.parent)
         return False
 
 

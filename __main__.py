@@ -6,6 +6,7 @@ from components import config as stack_config
 from components.cluster import SYSTEM_NODE_LABEL, SYSTEM_TOLERATIONS, EksCluster, EksClusterArgs
 from components.karpenter import Karpenter, KarpenterArgs
 from components.network import Network, NetworkArgs, lookup_availability_zones
+from components.neuron_capacity import NeuronCapacity, NeuronCapacityArgs
 
 # Everything is read and checked before the first resource is registered.
 config = stack_config.from_pulumi()
@@ -36,6 +37,17 @@ karpenter = Karpenter("karpenter", KarpenterArgs(
     node_selector=SYSTEM_NODE_LABEL,
     tolerations=SYSTEM_TOLERATIONS,
     controller_prerequisites=cluster.ready,
+    tags=tags,
+))
+
+capacity = NeuronCapacity("neuron", NeuronCapacityArgs(
+    cluster_name=cluster.name,
+    node_role_name=karpenter.node_role_name,
+    k8s_provider=cluster.provider,
+    instance_types=config.neuron.instance_types,
+    capacity_types=config.neuron.capacity_types,
+    max_neuron_devices=config.neuron.max_neuron_devices,
+    karpenter_ready=karpenter.ready,
     tags=tags,
 ))
 

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import yaml
 
-from components import versions
 from components.cluster import SYSTEM_NODE_LABEL
 from components.karpenter import INTERRUPTION_EVENTS
 from components.karpenter_policy import controller_policy
-
-SCHEMAS = Path(__file__).resolve().parents[2] / "shared" / "schemas" / f"karpenter-{versions.KARPENTER_CHART_VERSION}"
+from tests.schemas import KARPENTER_SCHEMAS
 RELEASE = "kubernetes:helm.sh/v3:Release"
 ROLE = "aws:iam/role:Role"
 CLUSTER = "trainium-vllm-dev"
@@ -199,7 +196,7 @@ def _unknown_keys(values: dict, defaults: dict, path: str = "") -> list[str]:
 
 
 def test_every_chart_value_is_a_real_key_of_the_chart(deployment):
-    defaults = yaml.safe_load((SCHEMAS / "chart-values.yaml").read_text())
+    defaults = yaml.safe_load((KARPENTER_SCHEMAS / "chart-values.yaml").read_text())
     values = _controller_release(deployment).inputs["values"]
     assert _unknown_keys(values, defaults) == []
     # The check itself catches a misspelt key at any depth.

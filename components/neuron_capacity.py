@@ -1,0 +1,140 @@
+"""Neuron capacity on demand: a Karpenter NodePool and EC2NodeClass for Trainium (Inferentia2 as the
+fallback), and the Neuron device plugin that advertises the devices to Kubernetes.
+
+Nothing runs on these nodes but pods that tolerate the Neuron taint and select the Neuron label,
+which the model Deployments do with the same constants (components.neuron).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components import neuron, versions
+from components.network import DISCOVERY_TAG
+
+POOL_NAME = "neuron"
+DEVICE_PLUGIN_RELEASE = "neuron-device-plugin"
+
+# AL2023 node configuration: pull image layers in parallel. The vLLM image is about 10 GB; the workshop
+# measured a pull going from 3 minutes to 47 seconds.
+NODE_CONFIG = """\
+apiVersion: node.eks.aws/v1alpha1
+kind: NodeConfig
+spec:
+  featureGates:
+    FastImagePull: true
+"""
+
+
+@dataclass
+class NeuronCapacityArgs:
+    cluster_name: pulumi.Input[str]
+    node_role_name: pulumi.Input[str]
+    k8s_provider: k8s.Provider
+    instance_types: Sequence[str]
+    capacity_types: Sequence[str]
+    max_neuron_devices: int
+    # The Karpenter release: NodePools must be created after its CRDs and deleted while it still runs.
+    karpenter_ready: Sequence[pulumi.Resource] = ()
+    # Let a node that has been empty (or whose pods fit elsewhere) go only after this long, so a model
+    # pod that is still pulling its image or loading does not see its node consolidated away.
+    consolidate_after: str = "10m"
+    expire_after: str = "720h"
+    termination_grace_period: str = "24h"
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+class NeuronCapacity(pulumi.ComponentResource):
+    """The `neuron` NodePool and EC2NodeClass, and the Neuron device plugin."""
+
+    def __init__(self, name: str, args: NeuronCapacityArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("trainium-vllm:index:NeuronCapacity", name, None, opts)
+        after_karpenter = pulumi.ResourceOptions(parent=self, provider=args.k8s_provider,
+                                                 depends_on=list(args.karpenter_ready))
+        discovery = [{"tags": {DISCOVERY_TAG: args.cluster_name}}]
+
+        self.node_class = k8s.apiextensions.CustomResource(f"{name}-node-class", api_version="karpenter.k8s.aws/v1",
+            kind="EC2NodeClass",
+            metadata={"name": POOL_NAME},
+            spec={
+                # Pinned: Karpenter picks this release's Neuron AMI variant for accelerator instances.
+                "amiSelectorTerms": [{"alias": versions.NODE_AMI_ALIAS}],
+                "role": args.node_role_name,
+                "subnetSelectorTerms": discovery,
+                "securityGroupSelectorTerms": discovery,
+                # trn1/trn2 come with NVMe instance store: striped, it holds images and pod volumes.
+                # Instances without one (inf2) use the root volume below.
+                "instanceStorePolicy": "RAID0",
+                "blockDeviceMappings": [{
+                    "deviceName": "/dev/xvda",
+                    "rootVolume": True,
+                    # Room and speed for a 10 GB image plus the model files when there is no instance store.
+                    "ebs": {"volumeSize": "256Gi", "volumeType": "gp3", "iops": 16000, "throughput": 1000,
+                            "encrypted": True, "deleteOnTermination": True},
+                }],
+                # IMDSv2 only, out of reach of pods: they never need the node role's credentials.
+                "metadataOptions": {"httpEndpoint": "enabled", "httpProtocolIPv6": "disabled",
+                                    "httpPutResponseHopLimit": 1, "httpTokens": "required"},
+                "userData": NODE_CONFIG,
+                "tags": {**args.tags, DISCOVERY_TAG: args.cluster_name, "aws-neuron": "true"},
+            },
+            opts=after_karpenter)
+
+        self.node_pool = k8s.apiextensions.CustomResource(f"{name}-node-pool", api_version="karpenter.sh/v1",
+            kind="NodePool",
+            metadata={"name": POOL_NAME},
+            spec={
+                "template": {
+                    "metadata": {"labels": neuron.NEURON_NODE_SELECTOR},
+                    "spec": {
+                        "nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass",
+                                         "name": self.node_class.metadata["name"]},
+                        "requirements": [
+                            {"key": "node.kubernetes.io/instance-type", "operator": "In",
+                             "values": list(args.instance_types)},
+                            {"key": "karpenter.sh/capacity-type", "operator": "In", "values": list(args.capacity_types)},
+                            {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]},
+                            {"key": "kubernetes.io/os", "operator": "In", "values": ["linux"]},
+                        ],
+                        "taints": [{"key": neuron.NEURON_TAINT_KEY, "value": neuron.NEURON_TAINT_VALUE,
+                                    "effect": "NoSchedule"}],
+                        "expireAfter": args.expire_after,
+                        "terminationGracePeriod": args.termination_grace_period,
+                    },
+                },
+                # A ceiling on what this pool can launch: a mistake cannot start a fleet of accelerators.
+                "limits": neuron.pool_limits(args.max_neuron_devices, args.instance_types),
+                "disruption": {
+                    "consolidationPolicy": "WhenEmptyOrUnderutilized",
+                    "consolidateAfter": args.consolidate_after,
+                    "budgets": [{"nodes": "1"}],
+                },
+            },
+            opts=after_karpenter)
+
+        # The device plugin DaemonSet runs only on Neuron instance types (the chart's node affinity).
+        self.device_plugin = k8s.helm.v3.Release(f"{name}-device-plugin", k8s.helm.v3.ReleaseArgs(
+            name=DEVICE_PLUGIN_RELEASE,
+            chart=versions.NEURON_CHART,
+            version=versions.NEURON_CHART_VERSION,
+            namespace="kube-system",
+            values={
+                "devicePlugin": {"enabled": True, "tolerations": [neuron.NEURON_TOLERATION]},
+                # The scheduler extension places pods that take several devices but not a whole node; a
+                # pod would then have to name its scheduler. One device per pod does not need it.
+                "scheduler": {"enabled": False},
+                # The node problem detector runs privileged and needs IAM permissions we do not grant.
+                "npd": {"enabled": False},
+            },
+        ), pulumi.ResourceOptions(parent=self, provider=args.k8s_provider))
+
+        # What a model Deployment waits for: somewhere to run and its devices advertised.
+        self.ready: list[pulumi.Resource] = [self.node_pool, self.node_class, self.device_plugin]
+        self.register_outputs({
+            "nodePool": self.node_pool.metadata["name"],
+            "nodeClass": self.node_class.metadata["name"],
+        })

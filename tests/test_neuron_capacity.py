@@ -1,0 +1,170 @@
+"""Neuron capacity: the NodePool and EC2NodeClass as the CRDs accept them, the device plugin, and ordering."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import yaml
+
+from components import neuron, versions
+from components.neuron_capacity import NODE_CONFIG
+from tests.schemas import custom_resource_problems
+
+NODE_POOL = "kubernetes:karpenter.sh/v1:NodePool"
+NODE_CLASS = "kubernetes:karpenter.k8s.aws/v1:EC2NodeClass"
+RELEASE = "kubernetes:helm.sh/v3:Release"
+
+
+@pytest.fixture(scope="module")
+def pool(dev_deployment):
+    return dev_deployment.one(NODE_POOL).manifest()
+
+
+@pytest.fixture(scope="module")
+def node_class(dev_deployment):
+    return dev_deployment.one(NODE_CLASS).manifest()
+
+
+def test_both_objects_validate_against_the_karpenter_crds(pool, node_class):
+    assert custom_resource_problems(pool) == []
+    assert custom_resource_problems(node_class) == []
+
+
+def test_crd_validation_catches_a_misspelt_or_mistyped_field(node_class):
+    broken = yaml.safe_load(yaml.safe_dump(node_class))
+    broken["spec"]["blockDeviceMapping"] = broken["spec"].pop("blockDeviceMappings")
+    broken["spec"]["metadataOptions"]["httpTokens"] = "mandatory"
+    problems = custom_resource_problems(broken)
+    assert any("blockDeviceMapping: unknown field" in p for p in problems)
+    assert any("'mandatory' is not one of" in p for p in problems)
+
+
+def test_pool_admits_only_the_configured_neuron_instance_types(pool):
+    requirements = {r["key"]: (r["operator"], r["values"]) for r in pool["spec"]["template"]["spec"]["requirements"]}
+    assert requirements == {
+        "node.kubernetes.io/instance-type": ("In", ["trn1.2xlarge", "inf2.xlarge"]),
+        "karpenter.sh/capacity-type": ("In", ["on-demand"]),
+        "kubernetes.io/arch": ("In", ["amd64"]),
+        "kubernetes.io/os": ("In", ["linux"]),
+    }
+
+
+def test_pool_follows_the_stack_settings(deploy):
+    deployment = deploy(neuron={"instanceTypes": ["trn1.32xlarge", "trn1.2xlarge"], "capacityTypes": ["spot", "on-demand"],
+                                "maxNeuronDevices": 16})
+    pool = deployment.one(NODE_POOL).manifest()["spec"]
+    requirements = {r["key"]: r["values"] for r in pool["template"]["spec"]["requirements"]}
+    assert requirements["node.kubernetes.io/instance-type"] == ["trn1.32xlarge", "trn1.2xlarge"]
+    assert requirements["karpenter.sh/capacity-type"] == ["spot", "on-demand"]
+    # One trn1.32xlarge (16 devices, 128 vCPU, 512 GiB) or sixteen trn1.2xlarge (128 vCPU, 512 GiB).
+    assert pool["limits"] == {"aws.amazon.com/neuron": "16", "cpu": "128", "memory": "512Gi"}
+
+
+def test_neuron_nodes_are_tainted_and_labelled(pool):
+    template = pool["spec"]["template"]
+    assert template["spec"]["taints"] == [{"key": "aws.amazon.com/neuron", "value": "true", "effect": "NoSchedule"}]
+    assert template["metadata"]["labels"] == {"neuron.amazonaws.com/neuron-device": "true"}
+
+
+def test_limits_cap_devices_cpu_and_memory(pool):
+    # Two devices: two trn1.2xlarge (8 vCPU, 32 GiB each) at most, as the workshop's pool.
+    assert pool["spec"]["limits"] == {"aws.amazon.com/neuron": "2", "cpu": "16", "memory": "64Gi"}
+    assert pool["spec"]["limits"][neuron.NEURON_DEVICE_RESOURCE] == "2"
+
+
+def test_disruption_does_not_churn_nodes_while_a_model_loads(pool):
+    spec = pool["spec"]
+    assert spec["disruption"]["consolidationPolicy"] == "WhenEmptyOrUnderutilized"
+    minutes = int(re.fullmatch(r"(\d+)m", spec["disruption"]["consolidateAfter"]).group(1))
+    assert minutes >= 5
+    assert spec["disruption"]["budgets"] == [{"nodes": "1"}]
+    assert spec["template"]["spec"]["expireAfter"] == "720h"
+    assert spec["template"]["spec"]["terminationGracePeriod"] == "24h"
+
+
+def test_pool_uses_the_node_class(pool, node_class):
+    ref = pool["spec"]["template"]["spec"]["nodeClassRef"]
+    assert ref == {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": node_class["metadata"]["name"]}
+
+
+def test_node_class_ami_is_a_pinned_al2023_release(node_class):
+    (term,) = node_class["spec"]["amiSelectorTerms"]  # the CRD allows an alias only on its own
+    assert term == {"alias": versions.NODE_AMI_ALIAS}
+    assert re.fullmatch(r"al2023@v20\d{2}(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])", term["alias"]), term["alias"]
+    assert not term["alias"].endswith("@latest")
+
+
+def test_node_class_uses_the_karpenter_node_role_and_discovery_tags(dev_deployment, node_class):
+    spec = node_class["spec"]
+    assert spec["role"] == dev_deployment.one("aws:iam/role:Role", "karpenter-node").outputs["name"]
+    assert "instanceProfile" not in spec  # the CRD allows one or the other
+    discovery = [{"tags": {"karpenter.sh/discovery": "trainium-vllm-dev"}}]
+    assert spec["subnetSelectorTerms"] == discovery
+    assert spec["securityGroupSelectorTerms"] == discovery
+    # The same tag is on the private subnets and the cluster security group, nowhere else.
+    tagged_subnets = [s for s in dev_deployment.of_type("aws:ec2/subnet:Subnet")
+                      if s.inputs["tags"].get("karpenter.sh/discovery") == "trainium-vllm-dev"]
+    assert tagged_subnets and all("-private-" in s.name for s in tagged_subnets)
+    assert dev_deployment.one("aws:ec2/tag:Tag").inputs["key"] == "karpenter.sh/discovery"
+
+
+def test_node_class_disk_is_encrypted_gp3_sized_for_the_image_and_model(node_class):
+    spec = node_class["spec"]
+    assert spec["instanceStorePolicy"] == "RAID0"
+    (root,) = spec["blockDeviceMappings"]
+    assert root["deviceName"] == "/dev/xvda" and root["rootVolume"] is True
+    assert root["ebs"] == {"volumeSize": "256Gi", "volumeType": "gp3", "iops": 16000, "throughput": 1000,
+                           "encrypted": True, "deleteOnTermination": True}
+
+
+def test_node_class_requires_imdsv2_with_hop_limit_one(node_class):
+    options = node_class["spec"]["metadataOptions"]
+    assert options["httpTokens"] == "required"
+    assert options["httpPutResponseHopLimit"] == 1
+
+
+def test_node_class_turns_on_fast_image_pull(node_class):
+    assert node_class["spec"]["userData"] == NODE_CONFIG
+    node_config = yaml.safe_load(NODE_CONFIG)
+    assert node_config["kind"] == "NodeConfig" and node_config["apiVersion"] == "node.eks.aws/v1alpha1"
+    assert node_config["spec"]["featureGates"] == {"FastImagePull": True}
+
+
+def test_node_class_tags_are_ones_karpenter_accepts(node_class):
+    tags = node_class["spec"]["tags"]
+    assert tags["karpenter.sh/discovery"] == "trainium-vllm-dev"
+    # The CRD's rules refuse the tags Karpenter sets itself.
+    reserved = ("eks:eks-cluster-name", "karpenter.sh/nodepool", "karpenter.sh/nodeclaim", "karpenter.k8s.aws/ec2nodeclass")
+    assert not [k for k in tags if k in reserved or k.startswith("kubernetes.io/cluster")]
+
+
+def test_pool_and_node_class_depend_on_the_karpenter_release(dev_deployment):
+    release = dev_deployment.one(RELEASE, "karpenter-controller")
+    for kind in (NODE_POOL, NODE_CLASS):
+        resource = dev_deployment.one(kind)
+        # Created after the CRDs; deleted while the controller runs, so finalizers end the instances.
+        assert release.urn in resource.dependencies
+        assert dev_deployment.depends_on(resource, dev_deployment.one(RELEASE, "karpenter-crds"))
+
+
+def test_device_plugin_release_is_pinned_and_tolerates_the_neuron_taint(dev_deployment, pool):
+    plugin = dev_deployment.one(RELEASE, "neuron-device-plugin")
+    assert plugin.inputs["chart"] == "oci://public.ecr.aws/neuron/neuron-helm-chart"
+    assert plugin.inputs["version"] == versions.NEURON_CHART_VERSION == "1.5.0"
+    assert plugin.inputs["namespace"] == "kube-system"
+    values = plugin.inputs["values"]
+    assert values["devicePlugin"]["enabled"] is True
+    (taint,) = pool["spec"]["template"]["spec"]["taints"]
+    (toleration,) = values["devicePlugin"]["tolerations"]
+    assert (toleration["key"], toleration["operator"], toleration["effect"]) == (taint["key"], "Exists", taint["effect"])
+    assert values["scheduler"] == {"enabled": False}
+    assert values["npd"] == {"enabled": False}
+
+
+def test_every_kubernetes_object_uses_the_cluster_provider(dev_deployment):
+    provider = dev_deployment.one("pulumi:providers:kubernetes")
+    kubernetes = [r for r in dev_deployment.resources if r.type.startswith("kubernetes:")]
+    assert kubernetes
+    for resource in kubernetes:
+        assert resource.provider.startswith(provider.urn + "::"), resource.name

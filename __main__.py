@@ -7,6 +7,7 @@ from components.cluster import SYSTEM_NODE_LABEL, SYSTEM_TOLERATIONS, EksCluster
 from components.karpenter import Karpenter, KarpenterArgs
 from components.network import Network, NetworkArgs, lookup_availability_zones
 from components.neuron_capacity import NeuronCapacity, NeuronCapacityArgs
+from components.vllm import VllmModel, VllmModelArgs, VllmNamespace, VllmNamespaceArgs
 
 # Everything is read and checked before the first resource is registered.
 config = stack_config.from_pulumi()
@@ -51,7 +52,32 @@ capacity = NeuronCapacity("neuron", NeuronCapacityArgs(
     tags=tags,
 ))
 
+namespace = VllmNamespace(config.vllm.namespace, VllmNamespaceArgs(
+    name=config.vllm.namespace,
+    kubernetes_version=config.kubernetes_version,
+    k8s_provider=cluster.provider,
+))
+
+models = [
+    VllmModel(model.name, VllmModelArgs(
+        model=model,
+        namespace=namespace.name,
+        image=config.vllm.image,
+        k8s_provider=cluster.provider,
+        instance_types=config.neuron.instance_types,
+        spare_neuron_devices=config.spare_neuron_devices,
+        client_namespaces=config.vllm.client_namespaces,
+        rollout_timeout_minutes=config.vllm.rollout_timeout_minutes,
+        capacity_ready=capacity.ready,
+    ))
+    for model in config.vllm.models
+]
+
 pulumi.export("region", config.region)
 pulumi.export("clusterName", cluster.name)
 pulumi.export("availabilityZones", zones)
 pulumi.export("kubeconfig", pulumi.Output.secret(cluster.kubeconfig))
+pulumi.export("models", {
+    model.served_model_name: {"url": model.url, "servedModelName": model.served_model_name, "tryIt": model.try_it}
+    for model in models
+})

@@ -83,6 +83,11 @@ class StackConfig:
     neuron: NeuronConfig = field(default_factory=NeuronConfig)
     vllm: VllmConfig = field(default_factory=VllmConfig)
 
+    @property
+    def spare_neuron_devices(self) -> int:
+        """Neuron devices left under the NodePool's limit when every model replica runs."""
+        return self.neuron.max_neuron_devices - sum(m.neuron_devices * m.replicas for m in self.vllm.models)
+
 
 def default_cluster_name(project: str, stack: str) -> str:
     return re.sub(r"[^A-Za-z0-9-]", "-", f"{project}-{stack}")[:63]

@@ -28,7 +28,7 @@ VLLM_IMAGE = "public.ecr.aws/neuron/pytorch-inference-vllm-neuronx:0.9.1-neuronx
 # Hugging Face repository of the default model: pre-compiled, pre-sharded for 2 NeuronCores, public.
 DEFAULT_MODEL_REPO = "aws-neuron/Mistral-7B-Instruct-v0.3-seqlen-2048-bs-1-cores-2"
 
-# The model-download init container: a pinned Python image plus a pinned huggingface_hub
-# (the workshop installed it unpinned at pod start, and a new release broke the download).
+# The model-download init container: a pinned Python image, and huggingface_hub 1.33.0 with every
+# dependency locked by hash in components/model_download/requirements.txt (the workshop installed
+# huggingface_hub unpinned at pod start, and a new release broke the download).
 MODEL_DOWNLOAD_IMAGE = "python:3.11.14-slim-bookworm"
-HUGGINGFACE_HUB_VERSION = "1.3.7"

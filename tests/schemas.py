@@ -19,8 +19,17 @@ import yaml
 from components import versions
 from components.config import PROJECT_DIR
 
-SHARED = PROJECT_DIR.parent / "shared"
-KARPENTER_SCHEMAS = SHARED / "schemas" / f"karpenter-{versions.KARPENTER_CHART_VERSION}"
+def _karpenter_schemas() -> Path:
+    """Karpenter's CRDs and chart values: ../shared where the project is developed, else what
+    `make schemas` pulled from the chart itself into .schemas/."""
+    name = f"karpenter-{versions.KARPENTER_CHART_VERSION}"
+    for candidate in (PROJECT_DIR.parent / "shared" / "schemas" / name, PROJECT_DIR / ".schemas" / name):
+        if (candidate / "chart-values.yaml").is_file():
+            return candidate
+    raise FileNotFoundError(f"no Karpenter {versions.KARPENTER_CHART_VERSION} schemas: run `make schemas`")
+
+
+KARPENTER_SCHEMAS = _karpenter_schemas()
 CRD_FILES = {
     ("karpenter.sh/v1", "NodePool"): "karpenter.sh_nodepools.yaml",
     ("karpenter.k8s.aws/v1", "EC2NodeClass"): "karpenter.k8s.aws_ec2nodeclasses.yaml",

@@ -1,0 +1,60 @@
+"""The Neuron instance catalog against EC2's own data, and the sizing derived from it."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from importlib import resources
+
+import pytest
+
+from components import neuron
+
+# Trainium2 exposes its 8 physical cores per device as 4 logical ones at the default LNC=2.
+LOGICAL_CORE_SIZE = {"trn2": 2}
+
+
+@pytest.fixture(scope="module")
+def ec2_instance_types():
+    """DescribeInstanceTypes data as moto ships it (recorded from EC2)."""
+    data = resources.files("moto.ec2.resources").joinpath("instance_types.json.gz").read_bytes()
+    return json.loads(gzip.decompress(data))
+
+
+@pytest.mark.parametrize("name", sorted(neuron.NEURON_INSTANCE_TYPES))
+def test_catalog_matches_ec2(ec2_instance_types, name):
+    ours, theirs = neuron.NEURON_INSTANCE_TYPES[name], ec2_instance_types[name]
+    (device,) = theirs["NeuronInfo"]["NeuronDevices"]
+    assert ours.vcpus == theirs["VCpuInfo"]["DefaultVCpus"]
+    assert ours.memory_mib == theirs["MemoryInfo"]["SizeInMiB"]
+    assert ours.neuron_devices == device["Count"]
+    assert ours.cores_per_device == device["CoreInfo"]["Count"] // LOGICAL_CORE_SIZE.get(ours.family, 1)
+    assert ours.network_interfaces == theirs["NetworkInfo"]["MaximumNetworkInterfaces"]
+    assert ours.ipv4_per_interface == theirs["NetworkInfo"]["Ipv4AddressesPerInterface"]
+    assert ours.instance_store == ("InstanceStorageInfo" in theirs)
+
+
+def test_catalog_covers_every_neuron_type_of_the_supported_families(ec2_instance_types):
+    offered = {name for name, info in ec2_instance_types.items()
+               if name.split(".")[0] in neuron.NEURON_FAMILIES and "NeuronInfo" in info}
+    assert offered == set(neuron.NEURON_INSTANCE_TYPES)
+
+
+def test_allocatable_matches_what_the_workshop_saw_on_an_inf2_xlarge():
+    inf2 = neuron.NEURON_INSTANCE_TYPES["inf2.xlarge"]
+    assert (inf2.max_pods, inf2.allocatable_cpu_millis, inf2.allocatable_memory_mib) == (58, 3920, 14162)
+
+
+def test_pod_size_fits_the_smallest_host_that_can_take_it():
+    assert neuron.pod_size(1, ["trn1.2xlarge", "inf2.xlarge"]) == neuron.PodSize(3000, 12 * 1024)
+    assert neuron.pod_size(1, ["trn1.2xlarge"]) == neuron.PodSize(7000, 27 * 1024)
+    # inf2.xlarge cannot host two devices, so it does not shrink the pod.
+    assert neuron.pod_size(2, ["trn1.32xlarge", "inf2.xlarge"]) == neuron.pod_size(2, ["trn1.32xlarge"])
+    with pytest.raises(ValueError):
+        neuron.pod_size(2, ["trn1.2xlarge", "inf2.xlarge"])
+
+
+def test_pool_limits_allow_max_devices_on_the_roomiest_type():
+    assert neuron.pool_limits(2, ["trn1.2xlarge", "inf2.xlarge"]) == {
+        "aws.amazon.com/neuron": "2", "cpu": "16", "memory": "64Gi"}
+    assert neuron.pool_limits(1, ["inf2.xlarge"]) == {"aws.amazon.com/neuron": "1", "cpu": "4", "memory": "16Gi"}

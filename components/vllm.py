@@ -261,6 +261,9 @@ def _pod_spec(model: ModelConfig, image: str, instance_types: Sequence[str], dow
                 "VLLM_LOGGING_LEVEL": "INFO",
                 # The root filesystem is read-only: every cache goes to /tmp.
                 "HOME": "/tmp",
+                # The UID has no passwd entry; getpass.getuser() (torch's cache paths) reads these first.
+                "USER": "vllm",
+                "LOGNAME": "vllm",
                 "HF_HOME": "/tmp/hf",
                 "NEURON_COMPILE_CACHE_URL": "/tmp/neuron-compile-cache",
                 "BASE_COMPILE_WORK_DIR": "/tmp/nxd_model",

@@ -53,8 +53,11 @@ class NeuronCapacity(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: NeuronCapacityArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("trainium-vllm:index:NeuronCapacity", name, None, opts)
+        # Pulumi deletes Kubernetes objects with foreground propagation and waits until they are gone:
+        # a NodePool only after Karpenter has drained and terminated its NodeClaims' instances.
         after_karpenter = pulumi.ResourceOptions(parent=self, provider=args.k8s_provider,
-                                                 depends_on=list(args.karpenter_ready))
+                                                 depends_on=list(args.karpenter_ready),
+                                                 custom_timeouts=pulumi.CustomTimeouts(delete="20m"))
         discovery = [{"tags": {DISCOVERY_TAG: args.cluster_name}}]
 
         self.node_class = k8s.apiextensions.CustomResource(f"{name}-node-class", api_version="karpenter.k8s.aws/v1",

@@ -146,6 +146,8 @@ def test_pool_and_node_class_depend_on_the_karpenter_release(dev_deployment):
         # Created after the CRDs; deleted while the controller runs, so finalizers end the instances.
         assert release.urn in resource.dependencies
         assert dev_deployment.depends_on(resource, dev_deployment.one(RELEASE, "karpenter-crds"))
+        # Time for Karpenter to drain and terminate the nodes before Pulumi gives up on the delete.
+        assert resource.custom_timeouts == {"delete": "20m"}
 
 
 def test_device_plugin_release_is_pinned_and_tolerates_the_neuron_taint(dev_deployment, pool):

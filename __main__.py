@@ -42,7 +42,7 @@ karpenter = Karpenter("karpenter", KarpenterArgs(
 ))
 
 capacity = NeuronCapacity("neuron", NeuronCapacityArgs(
-    cluster_name=cluster.name,
+    discovery_tags=cluster.node_discovery_tags,
     node_role_name=karpenter.node_role_name,
     k8s_provider=cluster.provider,
     instance_types=config.neuron.instance_types,

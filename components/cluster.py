@@ -124,7 +124,9 @@ class EksCluster(pulumi.ComponentResource):
         self.security_group_id: pulumi.Output[str] = self.cluster.cluster_security_group_id
         self.kubeconfig: pulumi.Output[str] = self.cluster.kubeconfig_json
 
-        # Karpenter attaches the security groups carrying the discovery tag to the nodes it launches.
+        # Karpenter launches nodes into the subnets, and with the security groups, carrying this tag:
+        # the private subnets (Network) and the cluster security group.
+        self.node_discovery_tags: dict[str, str] = {DISCOVERY_TAG: args.cluster_name}
         aws.ec2.Tag(f"{name}-security-group-discovery", aws.ec2.TagArgs(
             resource_id=self.security_group_id, key=DISCOVERY_TAG, value=args.cluster_name,
         ), child)

@@ -8,13 +8,12 @@ which the model Deployments do with the same constants (components.neuron).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import pulumi
 import pulumi_kubernetes as k8s
 
 from components import neuron, versions
-from components.network import DISCOVERY_TAG
 
 POOL_NAME = "neuron"
 DEVICE_PLUGIN_RELEASE = "neuron-device-plugin"
@@ -32,7 +31,8 @@ spec:
 
 @dataclass
 class NeuronCapacityArgs:
-    cluster_name: pulumi.Input[str]
+    # The tags of the subnets and security groups nodes go into (EksCluster.node_discovery_tags).
+    discovery_tags: Mapping[str, str]
     node_role_name: pulumi.Input[str]
     k8s_provider: k8s.Provider
     instance_types: Sequence[str]
@@ -58,7 +58,7 @@ class NeuronCapacity(pulumi.ComponentResource):
         after_karpenter = pulumi.ResourceOptions(parent=self, provider=args.k8s_provider,
                                                  depends_on=list(args.karpenter_ready),
                                                  custom_timeouts=pulumi.CustomTimeouts(delete="20m"))
-        discovery = [{"tags": {DISCOVERY_TAG: args.cluster_name}}]
+        discovery = [{"tags": dict(args.discovery_tags)}]
 
         self.node_class = k8s.apiextensions.CustomResource(f"{name}-node-class", api_version="karpenter.k8s.aws/v1",
             kind="EC2NodeClass",
@@ -83,7 +83,7 @@ class NeuronCapacity(pulumi.ComponentResource):
                 "metadataOptions": {"httpEndpoint": "enabled", "httpProtocolIPv6": "disabled",
                                     "httpPutResponseHopLimit": 1, "httpTokens": "required"},
                 "userData": NODE_CONFIG,
-                "tags": {**args.tags, DISCOVERY_TAG: args.cluster_name, "aws-neuron": "true"},
+                "tags": {**args.tags, **args.discovery_tags, "aws-neuron": "true"},
             },
             opts=after_karpenter)
 

@@ -205,3 +205,26 @@ def test_stack_file_scalars_read_as_pulumi_passes_them(tmp_path):
     (tmp_path / "Pulumi.b.yaml").write_text("config:\n  trainium-vllm:kubernetesVersion: 1.30\n")
     with pytest.raises(ConfigError, match="'1.3' is not supported"):
         stack_config.from_stack_file("b", tmp_path)
+
+
+WRONG_VALUES = [None, True, 0, -1, 1.5, "", "x", [], [None], [1], {}, {"a": 1}]
+SETTING_PATHS = [("clusterName",), ("kubernetesVersion",), ("vpcCidr",), ("clusterAdminArns",),
+                 ("apiPublicAccessCidrs",), ("neuron",), ("vllm",)]
+SETTING_PATHS += [("neuron", key) for key in stack_config._NEURON_KEYS]
+SETTING_PATHS += [("vllm", key) for key in stack_config._VLLM_KEYS]
+SETTING_PATHS += [("vllm", "models", 0, key) for key in stack_config._MODEL_KEYS]
+
+
+@pytest.mark.parametrize("path", SETTING_PATHS, ids=[".".join(map(str, p)) for p in SETTING_PATHS])
+def test_wrong_types_anywhere_give_config_errors_never_crashes(path):
+    """Every setting, given values of every wrong shape: a ConfigError or a valid model, nothing else."""
+    for value in WRONG_VALUES:
+        settings = {"neuron": {}, "vllm": {"models": [{}]}}
+        target = settings
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = copy.deepcopy(value)
+        try:
+            stack_config.parse(settings, stack="dev")
+        except ConfigError as error:
+            assert error.problems and all(isinstance(p, str) for p in error.problems)

@@ -1,6 +1,7 @@
 """vLLM on AWS Trainium: network, EKS, Karpenter, Neuron capacity and the model servers, from one `pulumi up`."""
 
 import pulumi
+import pulumi_aws as aws
 
 from components import config as stack_config
 from components.cluster import SYSTEM_NODE_LABEL, SYSTEM_TOLERATIONS, EksCluster, EksClusterArgs
@@ -73,7 +74,7 @@ models = [
     for model in config.vllm.models
 ]
 
-pulumi.export("region", config.region)
+pulumi.export("region", aws.get_region_output().region)
 pulumi.export("clusterName", cluster.name)
 pulumi.export("availabilityZones", zones)
 pulumi.export("kubeconfig", pulumi.Output.secret(cluster.kubeconfig))

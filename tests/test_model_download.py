@@ -69,11 +69,8 @@ def run_download(rendered, wheelhouse, tmp_path):
 
 
 def test_first_run_installs_the_locked_tools_and_downloads_the_model(run_download):
-    hub = FakeHub(REPO, FILES)
-    try:
+    with FakeHub(REPO, FILES) as hub:
         result = run_download(hub.url)
-    finally:
-        hub.close()
     assert result.returncode == 0, result.stderr
     assert sorted(hub.downloads) == sorted(FILES)
     for name, content in FILES.items():
@@ -83,11 +80,8 @@ def test_first_run_installs_the_locked_tools_and_downloads_the_model(run_downloa
 
 
 def test_a_restarted_pod_skips_the_download_without_the_network(run_download):
-    hub = FakeHub(REPO, FILES)
-    try:
+    with FakeHub(REPO, FILES) as hub:
         assert run_download(hub.url).returncode == 0
-    finally:
-        hub.close()
     # Nothing listens there any more: a second run must not need it.
     again = run_download(hub.url)
     assert again.returncode == 0, again.stderr
@@ -95,19 +89,13 @@ def test_a_restarted_pod_skips_the_download_without_the_network(run_download):
 
 
 def test_an_interrupted_download_resumes_with_what_is_missing(run_download):
-    broken = FakeHub(REPO, FILES, failing=("weights/tp1_sharded_checkpoint.safetensors",))
-    try:
+    with FakeHub(REPO, FILES, failing=("weights/tp1_sharded_checkpoint.safetensors",)) as broken:
         failed = run_download(broken.url)
-    finally:
-        broken.close()
     assert failed.returncode != 0
     assert not (run_download.model_dir / ".download-complete").exists()
 
-    hub = FakeHub(REPO, FILES)
-    try:
+    with FakeHub(REPO, FILES) as hub:
         resumed = run_download(hub.url)
-    finally:
-        hub.close()
     assert resumed.returncode == 0, resumed.stderr
     # The files that made it the first time are not fetched again.
     assert hub.downloads == ["weights/tp1_sharded_checkpoint.safetensors"]

@@ -24,9 +24,8 @@ KUBECONFIG = json.dumps({"apiVersion": "v1", "kind": "Config", "clusters": [{"na
 
 @pytest.fixture
 def server() -> Iterator[FakeVllm]:
-    fake = FakeVllm().start()
-    yield fake
-    fake.stop()
+    with FakeVllm() as fake:
+        yield fake
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[str, Any]]:
@@ -84,11 +83,8 @@ def test_human_report(server, capsys):
 @pytest.mark.parametrize("loading", [{"listen_after": 1.0}, {"unhealthy_for": 1.0}],
                          ids=["refusing-connections", "health-503"])
 def test_waits_for_a_loading_server(loading, capsys):
-    fake = FakeVllm(**loading).start()
-    try:
+    with FakeVllm(**loading) as fake:
         code, result = run(capsys, "--url", fake.url, "--wait", "10")
-    finally:
-        fake.stop()
 
     assert code == 0, result
     health = result["checks"][0]
@@ -98,13 +94,10 @@ def test_waits_for_a_loading_server(loading, capsys):
 
 
 def test_server_never_ready_fails_within_wait(capsys):
-    fake = FakeVllm(listen_after=30).start()
-    try:
+    with FakeVllm(listen_after=30) as fake:
         started = time.monotonic()
         code, result = run(capsys, "--url", fake.url, "--wait", "1")
         elapsed = time.monotonic() - started
-    finally:
-        fake.stop()
 
     assert code == 1 and result["ok"] is False
     assert elapsed < 4
@@ -131,11 +124,8 @@ def test_dead_port_fails_fast(capsys):
 
 
 def test_wrong_model_names_what_is_served(capsys):
-    fake = FakeVllm(served_name="llama").start()
-    try:
+    with FakeVllm(served_name="llama") as fake:
         code, result = run(capsys, "--url", fake.url, "--wait", "5")
-    finally:
-        fake.stop()
 
     assert code == 1
     models = result["checks"][-1]
@@ -149,11 +139,8 @@ def test_wrong_model_names_what_is_served(capsys):
     ({"chat_status": 500}, "chat stream", "answered 500: {\"object\": \"error\", \"message\": \"EngineCore"),
 ], ids=["empty-completion", "chat-500"])
 def test_bad_answers_fail(broken, name, message, capsys):
-    fake = FakeVllm(**broken).start()
-    try:
+    with FakeVllm(**broken) as fake:
         code, result = run(capsys, "--url", fake.url, "--wait", "5")
-    finally:
-        fake.stop()
 
     assert code == 1
     failed = result["checks"][-1]

@@ -40,6 +40,12 @@ class FakeHub:
         self.server.shutdown()
         self.server.server_close()
 
+    def __enter__(self) -> "FakeHub":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def _answer(self, request: BaseHTTPRequestHandler, body: bool) -> None:
         path = request.path.split("?")[0]
         info_prefix = f"/api/models/{self.repo}/revision/"

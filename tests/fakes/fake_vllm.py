@@ -79,6 +79,12 @@ class FakeVllm:
             self._server.shutdown()
         self._server.server_close()
 
+    def __enter__(self) -> "FakeVllm":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
     def healthy(self) -> bool:
         return time.monotonic() - self._started >= self.listen_after + self.unhealthy_for
 

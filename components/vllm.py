@@ -9,6 +9,7 @@ the OpenAI-compatible API with the model named `mistral`.
 from __future__ import annotations
 
 import hashlib
+import json
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -296,9 +297,14 @@ def _pod_spec(model: ModelConfig, image: str, instance_types: Sequence[str], dow
     }
 
 
+def workshop_completion(model_name: str) -> dict:
+    """The EKS workshop's request (post.json), addressed to the served model name."""
+    return {"model": model_name, "prompt": "The names of the colors in the rainbow are: ", "max_tokens": 100,
+            "temperature": 0}
+
+
 def _try_it_command(model_name: str, namespace: str) -> str:
     """A ready-to-paste line: forward the Service to localhost and ask the model something."""
-    body = shlex.quote(f'{{"model": "{model_name}", "prompt": "The names of the colors in the rainbow are: ", '
-                       f'"max_tokens": 100, "temperature": 0}}')
+    body = shlex.quote(json.dumps(workshop_completion(model_name)))
     return (f"kubectl port-forward -n {namespace} service/{model_name} {PORT}:{PORT} & sleep 3; "
             f"curl -s http://localhost:{PORT}/v1/completions -H 'Content-Type: application/json' -d {body}")

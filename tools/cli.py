@@ -6,6 +6,7 @@ returns the exit code. Usage problems (bad flags, a bad stack file) raise `Usage
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from dataclasses import asdict, dataclass
@@ -33,6 +34,14 @@ class Check:
     name: str
     status: Status
     detail: str
+
+
+def parser(tool: str, description: str, exit_status: str) -> argparse.ArgumentParser:
+    """The tool's argument parser, with the --stack option every tool has."""
+    parser = argparse.ArgumentParser(prog=f"python -m tools.{tool}", description=description,
+                                     epilog=f"Exit status: {exit_status}.")
+    parser.add_argument("--stack", default="dev", help="stack whose Pulumi.<stack>.yaml to read (default: dev)")
+    return parser
 
 
 def load_stack(stack: str) -> stack_config.StackConfig:

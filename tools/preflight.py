@@ -78,12 +78,8 @@ class TypeInfo:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m tools.preflight",
-        description="Check that an AWS account and region can run the stack's Neuron instances.",
-        epilog="Exit status: 0 ready, 1 a check failed, 2 usage error.",
-    )
-    parser.add_argument("--stack", default="dev", help="stack whose Pulumi.<stack>.yaml to read (default: dev)")
+    parser = cli.parser("preflight", "Check that an AWS account and region can run the stack's Neuron instances.",
+                        "0 ready, 1 a check failed, 2 usage error")
     parser.add_argument("--region", help="AWS region (default: the stack's aws:region, else your AWS default)")
     parser.add_argument("--instance-types", metavar="A,B",
                         help="comma-separated Neuron instance types instead of the stack's neuron.instanceTypes")
@@ -215,8 +211,8 @@ def needed_vcpus(quota: Quota, types: tuple[str, ...], max_devices: int) -> tupl
     """(vCPUs Karpenter may launch, vCPUs of the smallest type) in the quota's families; None if none."""
     catalog = [neuron.NEURON_INSTANCE_TYPES[t] for t in types]
     family = [t for t in catalog if t.family in quota.families]
-    # Karpenter's pool limit caps devices, so it launches at most max_devices // devices of one type.
-    most = max((max_devices // t.neuron_devices * t.vcpus for t in family), default=0)
+    # The NodePool's CPU limit for these types is exactly what Karpenter may launch of them.
+    most = int(neuron.pool_limits(max_devices, [t.name for t in family])["cpu"]) if family else 0
     return (most, min(t.vcpus for t in family)) if most else None
 
 

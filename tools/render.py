@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from components.config import PROJECT, PROJECT_DIR, ConfigError
+from tools import cli
 from tools.cli import EXIT_OK, EXIT_USAGE
 from tools.offline import Deployment, Registration, run_program, stack_values
 
@@ -30,10 +31,7 @@ HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m tools.render",
-                                     description="Write what a stack would deploy, rendered offline.",
-                                     epilog="Exit status: 0 written, 2 usage error.")
-    parser.add_argument("--stack", default="dev", help="stack whose Pulumi.<stack>.yaml to read (default: dev)")
+    parser = cli.parser("render", "Write what a stack would deploy, rendered offline.", "0 written, 2 usage error")
     parser.add_argument("--out", type=Path, help="output directory (default: render/<stack>)")
     return parser.parse_args(argv)
 

@@ -37,11 +37,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from components import vllm
 from components.config import StackConfig
 from tools import cli
 from tools.cli import Check
 
-SERVICE_PORT = 8080
+SERVICE_PORT = vllm.PORT
 DEFAULT_WAIT_SECONDS = 600
 POLL_SECONDS = 1.0
 HEALTH_TIMEOUT_SECONDS = 5.0
@@ -52,8 +53,6 @@ PULUMI_TIMEOUT_SECONDS = 120.0
 FORWARD_TIMEOUT_SECONDS = 15.0
 FORWARDING = re.compile(r"Forwarding from 127\.0\.0\.1:(\d+) -> " + str(SERVICE_PORT))
 
-# The EKS workshop's post.json, with "model" set to the served name.
-PROMPT = "The names of the colors in the rainbow are: "
 CHAT_MESSAGE = "Name the colors of the rainbow."
 MAX_TOKENS = 100
 
@@ -84,12 +83,8 @@ class Target:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m tools.smoke",
-        description="Check that a deployed model answers through its OpenAI-compatible API, and time it.",
-        epilog="Exit status: 0 pass, 1 a check failed, 2 usage error.",
-    )
-    parser.add_argument("--stack", default="dev", help="stack whose Pulumi.<stack>.yaml to read (default: dev)")
+    parser = cli.parser("smoke", "Check that a deployed model answers through its OpenAI-compatible API, and time it.",
+                        "0 pass, 1 a check failed, 2 usage error")
     parser.add_argument("--url", help="base URL of the server, e.g. http://localhost:8080 (default: port-forward "
                         "to the model's Service)")
     parser.add_argument("--model", help="model name from vllm.models (default: the first)")
@@ -286,7 +281,7 @@ def check_models(base: str, model: str) -> Check:
 
 
 def check_completion(base: str, model: str) -> Check:
-    body = {"model": model, "prompt": PROMPT, "max_tokens": MAX_TOKENS, "temperature": 0}
+    body = vllm.workshop_completion(model)
     start = time.monotonic()
     answer = get_json("completion", f"{base}/v1/completions", body)
     seconds = time.monotonic() - start

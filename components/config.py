@@ -230,11 +230,9 @@ def _check_cidr(value: str) -> str | None:
 
 
 def _check_vpc_cidr(value: str) -> str | None:
-    try:
-        network = ipaddress.IPv4Network(value)
-    except ValueError:
-        return f"'{value}' is not an IPv4 CIDR block such as 10.0.0.0/16"
-    if not 16 <= network.prefixlen <= 20:
+    if problem := _check_cidr(value):
+        return problem
+    if not 16 <= ipaddress.IPv4Network(value).prefixlen <= 20:
         return f"'{value}' must have a prefix between /16 and /20 (pods take VPC addresses)"
     return None
 

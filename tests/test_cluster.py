@@ -24,6 +24,11 @@ def test_kubernetes_version_comes_from_the_stack(dev_config):
     assert deployment.one(CLUSTER).inputs["version"] == "1.34"
     addon_versions = [a for a in deployment.of_type(ADDON)]
     assert addon_versions and all(a.inputs["addonVersion"].startswith("v") for a in addon_versions)
+    # Each add-on's version is the one EKS gives for this Kubernetes version.
+    lookups = {args["addonName"]: args for token, args in deployment.invokes
+               if token == "aws:eks/getAddonVersion:getAddonVersion"}
+    assert set(lookups) == {a.inputs["addonName"] for a in addon_versions}
+    assert all(args["kubernetesVersion"] == "1.34" and args["mostRecent"] is False for args in lookups.values())
 
 
 def test_authentication_is_access_entries_only(dev_deployment):

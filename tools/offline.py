@@ -77,7 +77,7 @@ class Registration:
 
     @property
     def is_kubernetes(self) -> bool:
-        return self.type.startswith("kubernetes:") and self.custom and not self.type.startswith("pulumi:providers:")
+        return self.type.startswith("kubernetes:") and self.custom
 
     def manifest(self) -> dict[str, Any]:
         """The Kubernetes object as it would be sent to the API server."""
@@ -95,6 +95,8 @@ class Deployment:
     resources: list[Registration] = field(default_factory=list)
     exports: dict[str, Any] = field(default_factory=dict)
     secret_exports: set[str] = field(default_factory=set)
+    # Every data-source call: (token, arguments).
+    invokes: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
     def of_type(self, type_: str) -> list[Registration]:
         return [r for r in self.resources if r.type == type_]
@@ -136,8 +138,9 @@ class Deployment:
 class FakeCloud(pulumi.runtime.Mocks):
     """Answers for resources and data sources, shaped like what AWS, pulumi-eks and Kubernetes return."""
 
-    def __init__(self, region: str):
+    def __init__(self, region: str, invokes: list[tuple[str, dict[str, Any]]]):
         self.region = region
+        self.invokes = invokes
         # The monitor runs registrations on worker threads; it reads back the inputs of its own call.
         self.current = threading.local()
 
@@ -206,6 +209,7 @@ class FakeCloud(pulumi.runtime.Mocks):
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> dict:
         token, params = args.token, args.args
+        self.invokes.append((token, dict(params)))
         if token == "aws:index/getPartition:getPartition":
             return {"id": "aws", "partition": "aws", "dnsSuffix": "amazonaws.com", "reverseDnsPrefix": "com.amazonaws"}
         if token == "aws:index/getRegion:getRegion":
@@ -297,11 +301,11 @@ def run_program(config: Mapping[str, Any] | None = None, *, stack: str = "dev", 
     try:
         pulumi.runtime.set_all_config({key: value if isinstance(value, str) else json.dumps(value)
                                        for key, value in config.items()})
-        cloud = FakeCloud(region)
-        monitor = RecordingMonitor(cloud)
-        pulumi.runtime.set_mocks(cloud, project=PROJECT, stack=stack, preview=preview, monitor=monitor)
         deployment = deployment if deployment is not None else Deployment()
+        cloud = FakeCloud(region, deployment.invokes)
+        monitor = RecordingMonitor(cloud)
         monitor.registrations = deployment.resources
+        pulumi.runtime.set_mocks(cloud, project=PROJECT, stack=stack, preview=preview, monitor=monitor)
 
         async def collect_exports(outputs: dict[str, Any]) -> None:
             for name, value in outputs.items():

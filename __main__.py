@@ -49,6 +49,7 @@ capacity = NeuronCapacity("neuron", NeuronCapacityArgs(
     instance_types=config.neuron.instance_types,
     capacity_types=config.neuron.capacity_types,
     max_neuron_devices=config.neuron.max_neuron_devices,
+    capacity_reservation_ids=config.neuron.capacity_reservation_ids,
     karpenter_ready=karpenter.ready,
     tags=tags,
 ))
@@ -57,6 +58,7 @@ namespace = VllmNamespace(config.vllm.namespace, VllmNamespaceArgs(
     name=config.vllm.namespace,
     kubernetes_version=config.kubernetes_version,
     k8s_provider=cluster.provider,
+    max_neuron_devices=config.neuron.max_neuron_devices,
 ))
 
 models = [

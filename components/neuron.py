@@ -6,8 +6,10 @@ model Deployments, so a taint, a label or a resource name cannot drift between t
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+from typing import Sequence
+
+from components.instances import InstanceType
 
 # Extended resources the Neuron device plugin advertises on a node.
 NEURON_DEVICE_RESOURCE = "aws.amazon.com/neuron"
@@ -28,59 +30,51 @@ DAEMONSET_CPU_MILLIS = 500
 DAEMONSET_MEMORY_MIB = 1024
 
 
-@dataclass(frozen=True)
-class NeuronInstanceType:
-    """One EC2 instance type with Neuron devices, as DescribeInstanceTypes reports it."""
+# NeuronCore generation of each family: compiled artifacts run only on the generation they were compiled
+# for. trn1, trn1n and inf2 are NeuronCore-v2; trn2 is NeuronCore-v3 (FACTS section 2).
+FAMILY_CORE_VERSION = {"inf2": 2, "trn1": 2, "trn1n": 2, "trn2": 3}
+TRAINIUM_FAMILIES = ("trn1", "trn1n", "trn2")
+NEURON_FAMILIES = tuple(sorted(FAMILY_CORE_VERSION))
 
-    name: str
-    vcpus: int
-    memory_mib: int
+
+@dataclass(frozen=True)
+class NeuronInstanceType(InstanceType):
+    """An instance type with Neuron devices."""
+
     neuron_devices: int
     # NeuronCores the Neuron runtime exposes per device. Trainium2 has 8 physical cores per device,
     # grouped in pairs by the default logical NeuronCore configuration (LNC=2), so 4 usable cores.
     cores_per_device: int
-    network_interfaces: int
-    ipv4_per_interface: int
     instance_store: bool
 
     @property
-    def family(self) -> str:
-        return self.name.split(".")[0]
+    def core_version(self) -> int:
+        return FAMILY_CORE_VERSION[self.family]
 
     @property
-    def max_pods(self) -> int:
-        # The VPC CNI's ENI-based limit, which Karpenter uses for kubelet's maxPods by default.
-        return self.network_interfaces * (self.ipv4_per_interface - 1) + 2
+    def is_trainium(self) -> bool:
+        return self.family in TRAINIUM_FAMILIES
 
-    @property
-    def allocatable_cpu_millis(self) -> int:
-        """CPU left for pods after Karpenter's kube-reserved (6%, 1%, 0.5%, 0.5%, then 0.25% per core)."""
-        reserved = 0.0
-        for core in range(self.vcpus):
-            reserved += 1000 * (0.06 if core == 0 else 0.01 if core == 1 else 0.005 if core < 4 else 0.0025)
-        return self.vcpus * 1000 - math.ceil(reserved)
 
-    @property
-    def allocatable_memory_mib(self) -> int:
-        """Memory left for pods: 7.5% VM overhead, kube-reserved (11 MiB per pod + 255 MiB), 100 MiB eviction."""
-        capacity = self.memory_mib - math.ceil(self.memory_mib * 0.075)
-        return capacity - (11 * self.max_pods + 255) - 100
+def _neuron_type(name: str, vcpus: int, memory_mib: int, devices: int, cores_per_device: int, interfaces: int,
+                 ipv4_per_interface: int, instance_store: bool) -> NeuronInstanceType:
+    return NeuronInstanceType(name, vcpus, memory_mib, interfaces, ipv4_per_interface, devices, cores_per_device,
+                              instance_store)
 
 
 _CATALOG = (
-    NeuronInstanceType("inf2.xlarge", 4, 16384, 1, 2, 4, 15, False),
-    NeuronInstanceType("inf2.8xlarge", 32, 131072, 1, 2, 8, 30, False),
-    NeuronInstanceType("inf2.24xlarge", 96, 393216, 6, 2, 15, 50, False),
-    NeuronInstanceType("inf2.48xlarge", 192, 786432, 12, 2, 15, 50, False),
-    NeuronInstanceType("trn1.2xlarge", 8, 32768, 1, 2, 4, 15, True),
-    NeuronInstanceType("trn1.32xlarge", 128, 524288, 16, 2, 40, 50, True),
-    NeuronInstanceType("trn1n.32xlarge", 128, 524288, 16, 2, 80, 50, True),
-    NeuronInstanceType("trn2.3xlarge", 12, 131072, 1, 4, 2, 15, True),
-    NeuronInstanceType("trn2.48xlarge", 192, 2097152, 16, 4, 32, 50, True),
+    _neuron_type("inf2.xlarge", 4, 16384, 1, 2, 4, 15, False),
+    _neuron_type("inf2.8xlarge", 32, 131072, 1, 2, 8, 30, False),
+    _neuron_type("inf2.24xlarge", 96, 393216, 6, 2, 15, 50, False),
+    _neuron_type("inf2.48xlarge", 192, 786432, 12, 2, 15, 50, False),
+    _neuron_type("trn1.2xlarge", 8, 32768, 1, 2, 4, 15, True),
+    _neuron_type("trn1.32xlarge", 128, 524288, 16, 2, 40, 50, True),
+    _neuron_type("trn1n.32xlarge", 128, 524288, 16, 2, 80, 50, True),
+    _neuron_type("trn2.3xlarge", 12, 131072, 1, 4, 2, 15, True),
+    _neuron_type("trn2.48xlarge", 192, 2097152, 16, 4, 32, 50, True),
 )
 
 NEURON_INSTANCE_TYPES: dict[str, NeuronInstanceType] = {t.name: t for t in _CATALOG}
-NEURON_FAMILIES = ("inf2", "trn1", "trn1n", "trn2")
 
 
 @dataclass(frozen=True)
@@ -99,29 +93,76 @@ class PodSize:
         return f"{self.memory_mib // 1024}Gi"
 
 
-def hosts_for(neuron_devices: int, instance_types: list[str] | tuple[str, ...]) -> list[NeuronInstanceType]:
-    """The configured instance types with enough Neuron devices for one model pod."""
-    return [NEURON_INSTANCE_TYPES[n] for n in instance_types if NEURON_INSTANCE_TYPES[n].neuron_devices >= neuron_devices]
+def hosts_for(neuron_devices: int, instance_types: Sequence[str], core_version: int) -> list[NeuronInstanceType]:
+    """The configured instance types that can run one pod of a model: its NeuronCore generation, enough devices."""
+    return [NEURON_INSTANCE_TYPES[n] for n in instance_types
+            if NEURON_INSTANCE_TYPES[n].core_version == core_version
+            and NEURON_INSTANCE_TYPES[n].neuron_devices >= neuron_devices]
 
 
-def pod_size(neuron_devices: int, instance_types: list[str] | tuple[str, ...]) -> PodSize:
+def pod_size(neuron_devices: int, instance_types: Sequence[str], core_version: int) -> PodSize:
     """Fill the smallest host that can take the pod, minus DaemonSet headroom.
 
     CPU is rounded down to half cores and memory to whole GiB. For trn1.2xlarge + inf2.xlarge this
     gives 3 CPUs and 12Gi, what the workshop measured on an inf2.xlarge (3920m, 14162Mi allocatable).
     """
-    hosts = hosts_for(neuron_devices, instance_types)
+    hosts = hosts_for(neuron_devices, instance_types, core_version)
     if not hosts:
-        raise ValueError(f"no instance type among {list(instance_types)} has {neuron_devices} Neuron devices")
+        raise ValueError(f"no instance type among {list(instance_types)} has {neuron_devices} Neuron devices "
+                         f"of NeuronCore-v{core_version}")
     cpu = min(h.allocatable_cpu_millis for h in hosts) - DAEMONSET_CPU_MILLIS
     memory = min(h.allocatable_memory_mib for h in hosts) - DAEMONSET_MEMORY_MIB
     return PodSize(cpu_millis=cpu // 500 * 500, memory_mib=memory // 1024 * 1024)
 
 
-def pool_limits(max_neuron_devices: int, instance_types: list[str] | tuple[str, ...]) -> dict[str, str]:
-    """NodePool limits: enough CPU and memory for `max_neuron_devices` devices on the roomiest type.
+def families_for(core_version: int, instance_types: Sequence[str]) -> list[str]:
+    """The instance families among the configured types that run NeuronCore-v`core_version` artifacts."""
+    families = {NEURON_INSTANCE_TYPES[n].family for n in instance_types}
+    return sorted(f for f in families if FAMILY_CORE_VERSION[f] == core_version)
 
-    For trn1.2xlarge + inf2.xlarge and 2 devices: neuron 2, cpu 16, memory 64Gi (the workshop's limits).
+
+@dataclass(frozen=True)
+class NodePoolPlan:
+    """One Karpenter NodePool: its name, the weight Karpenter orders pools by, and its instance types."""
+
+    name: str
+    weight: int
+    instance_types: tuple[str, ...]
+
+    @property
+    def is_fallback(self) -> bool:
+        return self.name != FIRST_CHOICE_POOL
+
+
+# Karpenter tries NodePools by weight, highest first, and inside one pool launches the cheapest compatible
+# on-demand type (karpenter-provider-aws: EC2 Fleet "lowest-price"). inf2.xlarge costs less than
+# trn1.2xlarge, so one pool with both always picks Inferentia2: Trainium gets a pool of its own, tried first.
+FIRST_CHOICE_POOL = "neuron"
+INFERENTIA2_POOL = "neuron-inf2"
+FIRST_CHOICE_WEIGHT = 100  # the CRD's maximum
+FALLBACK_WEIGHT = 10
+
+
+def node_pools(instance_types: Sequence[str]) -> tuple[NodePoolPlan, ...]:
+    """Trainium types in the first-choice pool `neuron`, Inferentia2 types in a lower-weight fallback pool.
+
+    The first choice is always named `neuron`, as in the EKS workshop, so with only Inferentia2 types
+    configured `neuron` holds those.
+    """
+    trainium = tuple(t for t in instance_types if NEURON_INSTANCE_TYPES[t].is_trainium)
+    inferentia = tuple(t for t in instance_types if not NEURON_INSTANCE_TYPES[t].is_trainium)
+    if not trainium or not inferentia:
+        return (NodePoolPlan(FIRST_CHOICE_POOL, FIRST_CHOICE_WEIGHT, tuple(instance_types)),)
+    return (NodePoolPlan(FIRST_CHOICE_POOL, FIRST_CHOICE_WEIGHT, trainium),
+            NodePoolPlan(INFERENTIA2_POOL, FALLBACK_WEIGHT, inferentia))
+
+
+def pool_limits(max_neuron_devices: int, instance_types: Sequence[str]) -> dict[str, str]:
+    """One NodePool's limits: enough CPU and memory for `max_neuron_devices` devices on its roomiest type.
+
+    Every pool gets the whole device ceiling, so either can carry all models when the other has no
+    capacity; the model namespace's ResourceQuota keeps the pods' total at the ceiling. For trn1.2xlarge
+    and 2 devices: neuron 2, cpu 16, memory 64Gi (the workshop's limits).
     """
     types = [NEURON_INSTANCE_TYPES[n] for n in instance_types]
     # Karpenter never launches an instance that would exceed a limit, so at most

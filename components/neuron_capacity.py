@@ -1,8 +1,10 @@
-"""Neuron capacity on demand: a Karpenter NodePool and EC2NodeClass for Trainium (Inferentia2 as the
-fallback), and the Neuron device plugin that advertises the devices to Kubernetes.
+"""Neuron capacity on demand: Karpenter NodePools for Trainium first and Inferentia2 as the fallback, their
+EC2NodeClass, and the Neuron device plugin that advertises the devices to Kubernetes.
 
-Nothing runs on these nodes but pods that tolerate the Neuron taint and select the Neuron label,
-which the model Deployments do with the same constants (components.neuron).
+Karpenter tries NodePools by weight and, within one, launches the cheapest compatible type; so Trainium
+gets the first-choice pool `neuron` and Inferentia2 a lower-weight pool (components.neuron.node_pools).
+Nothing runs on these nodes but pods that tolerate the Neuron taint and select the Neuron label, which
+the model Deployments do with the same constants (components.neuron).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import pulumi_kubernetes as k8s
 
 from components import neuron, versions
 
-POOL_NAME = "neuron"
+NODE_CLASS_NAME = "neuron"
 DEVICE_PLUGIN_RELEASE = "neuron-device-plugin"
 
 # AL2023 node configuration: pull image layers in parallel. The vLLM image is about 10 GB; the workshop
@@ -38,6 +40,8 @@ class NeuronCapacityArgs:
     instance_types: Sequence[str]
     capacity_types: Sequence[str]
     max_neuron_devices: int
+    # On-Demand Capacity Reservations / Capacity Blocks the nodes may launch into (with capacity type `reserved`).
+    capacity_reservation_ids: Sequence[str] = ()
     # The Karpenter release: NodePools must be created after its CRDs and deleted while it still runs.
     karpenter_ready: Sequence[pulumi.Resource] = ()
     # Let a node that has been empty (or whose pods fit elsewhere) go only after this long, so a model
@@ -49,7 +53,7 @@ class NeuronCapacityArgs:
 
 
 class NeuronCapacity(pulumi.ComponentResource):
-    """The `neuron` NodePool and EC2NodeClass, and the Neuron device plugin."""
+    """The `neuron` NodePools and their EC2NodeClass, and the Neuron device plugin."""
 
     def __init__(self, name: str, args: NeuronCapacityArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("trainium-vllm:index:NeuronCapacity", name, None, opts)
@@ -62,7 +66,7 @@ class NeuronCapacity(pulumi.ComponentResource):
 
         self.node_class = k8s.apiextensions.CustomResource(f"{name}-node-class", api_version="karpenter.k8s.aws/v1",
             kind="EC2NodeClass",
-            metadata={"name": POOL_NAME},
+            metadata={"name": NODE_CLASS_NAME},
             spec={
                 # Pinned: Karpenter picks this release's Neuron AMI variant for accelerator instances.
                 "amiSelectorTerms": [{"alias": versions.NODE_AMI_ALIAS}],
@@ -84,40 +88,16 @@ class NeuronCapacity(pulumi.ComponentResource):
                                     "httpPutResponseHopLimit": 1, "httpTokens": "required"},
                 "userData": NODE_CONFIG,
                 "tags": {**args.tags, **args.discovery_tags, "aws-neuron": "true"},
+                # Karpenter prefers reserved capacity it is allowed to use over on-demand (Karpenter 1.14
+                # EC2NodeClass CRD; the chart's reservedCapacity feature gate is on by default).
+                **({"capacityReservationSelectorTerms": [{"id": i} for i in args.capacity_reservation_ids]}
+                   if args.capacity_reservation_ids else {}),
             },
             opts=after_karpenter)
 
-        self.node_pool = k8s.apiextensions.CustomResource(f"{name}-node-pool", api_version="karpenter.sh/v1",
-            kind="NodePool",
-            metadata={"name": POOL_NAME},
-            spec={
-                "template": {
-                    "metadata": {"labels": neuron.NEURON_NODE_SELECTOR},
-                    "spec": {
-                        "nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass",
-                                         "name": self.node_class.metadata["name"]},
-                        "requirements": [
-                            {"key": "node.kubernetes.io/instance-type", "operator": "In",
-                             "values": list(args.instance_types)},
-                            {"key": "karpenter.sh/capacity-type", "operator": "In", "values": list(args.capacity_types)},
-                            {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]},
-                            {"key": "kubernetes.io/os", "operator": "In", "values": ["linux"]},
-                        ],
-                        "taints": [{"key": neuron.NEURON_TAINT_KEY, "value": neuron.NEURON_TAINT_VALUE,
-                                    "effect": "NoSchedule"}],
-                        "expireAfter": args.expire_after,
-                        "terminationGracePeriod": args.termination_grace_period,
-                    },
-                },
-                # A ceiling on what this pool can launch: a mistake cannot start a fleet of accelerators.
-                "limits": neuron.pool_limits(args.max_neuron_devices, args.instance_types),
-                "disruption": {
-                    "consolidationPolicy": "WhenEmptyOrUnderutilized",
-                    "consolidateAfter": args.consolidate_after,
-                    "budgets": [{"nodes": "1"}],
-                },
-            },
-            opts=after_karpenter)
+        self.node_pools = [
+            self._node_pool(name, plan, args, after_karpenter) for plan in neuron.node_pools(args.instance_types)
+        ]
 
         # The device plugin DaemonSet runs only on Neuron instance types (the chart's node affinity).
         self.device_plugin = k8s.helm.v3.Release(f"{name}-device-plugin", k8s.helm.v3.ReleaseArgs(
@@ -136,8 +116,46 @@ class NeuronCapacity(pulumi.ComponentResource):
         ), pulumi.ResourceOptions(parent=self, provider=args.k8s_provider))
 
         # What a model Deployment waits for: somewhere to run and its devices advertised.
-        self.ready: list[pulumi.Resource] = [self.node_pool, self.node_class, self.device_plugin]
+        self.ready: list[pulumi.Resource] = [*self.node_pools, self.node_class, self.device_plugin]
         self.register_outputs({
-            "nodePool": self.node_pool.metadata["name"],
+            "nodePools": [pool.metadata["name"] for pool in self.node_pools],
             "nodeClass": self.node_class.metadata["name"],
         })
+
+    def _node_pool(self, name: str, plan: neuron.NodePoolPlan, args: NeuronCapacityArgs,
+                   opts: pulumi.ResourceOptions) -> k8s.apiextensions.CustomResource:
+        # The first-choice pool keeps the resource name it always had, so existing stacks update it in place.
+        resource_name = f"{name}-node-pool" if not plan.is_fallback else f"{name}-node-pool-{plan.name}"
+        return k8s.apiextensions.CustomResource(resource_name, api_version="karpenter.sh/v1",
+            kind="NodePool",
+            metadata={"name": plan.name},
+            spec={
+                "weight": plan.weight,
+                "template": {
+                    "metadata": {"labels": neuron.NEURON_NODE_SELECTOR},
+                    "spec": {
+                        "nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass",
+                                         "name": self.node_class.metadata["name"]},
+                        "requirements": [
+                            {"key": "node.kubernetes.io/instance-type", "operator": "In",
+                             "values": list(plan.instance_types)},
+                            {"key": "karpenter.sh/capacity-type", "operator": "In", "values": list(args.capacity_types)},
+                            {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]},
+                            {"key": "kubernetes.io/os", "operator": "In", "values": ["linux"]},
+                        ],
+                        "taints": [{"key": neuron.NEURON_TAINT_KEY, "value": neuron.NEURON_TAINT_VALUE,
+                                    "effect": "NoSchedule"}],
+                        "expireAfter": args.expire_after,
+                        "terminationGracePeriod": args.termination_grace_period,
+                    },
+                },
+                # A ceiling on what this pool can launch: a mistake cannot start a fleet of accelerators.
+                # Each pool may take the whole ceiling, so the fallback can carry every model.
+                "limits": neuron.pool_limits(args.max_neuron_devices, plan.instance_types),
+                "disruption": {
+                    "consolidationPolicy": "WhenEmptyOrUnderutilized",
+                    "consolidateAfter": args.consolidate_after,
+                    "budgets": [{"nodes": "1"}],
+                },
+            },
+            opts=opts)

@@ -28,6 +28,8 @@ MODELS_DIR = "/models"
 USER_ID = 10001
 DOWNLOAD_FILES = Path(__file__).parent / "model_download"
 PART_OF = "trainium-vllm"
+# Set by Karpenter on the nodes it launches (karpenter-provider-aws well-known labels).
+INSTANCE_FAMILY_LABEL = "karpenter.k8s.aws/instance-family"
 
 # Checks checkov cannot see satisfied, or that do not apply; each one is skipped on the object, with why.
 DIGEST_SKIP = ("CKV_K8S_43=Images are pinned to release tags in components/versions.py; digests cannot be "
@@ -39,6 +41,8 @@ class VllmNamespaceArgs:
     name: str
     kubernetes_version: str
     k8s_provider: k8s.Provider
+    # The ceiling on Neuron devices all model pods together may request, whichever NodePool they land in.
+    max_neuron_devices: int
 
 
 class VllmNamespace(pulumi.ComponentResource):
@@ -58,6 +62,11 @@ class VllmNamespace(pulumi.ComponentResource):
         k8s.networking.v1.NetworkPolicy(f"{name}-default-deny", metadata={
             "name": "default-deny", "namespace": self.name,
         }, spec={"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}, opts=child)
+        # Karpenter's limits are per NodePool; this quota is the one ceiling across them: a pod beyond it is
+        # refused at creation, never Pending, so no NodePool launches a node for it.
+        k8s.core.v1.ResourceQuota(f"{name}-neuron-devices", metadata={
+            "name": "neuron-devices", "namespace": self.name,
+        }, spec={"hard": {f"requests.{neuron.NEURON_DEVICE_RESOURCE}": str(args.max_neuron_devices)}}, opts=child)
         self.register_outputs({"name": self.name})
 
 
@@ -203,7 +212,7 @@ def _env(variables: dict[str, str]) -> list[dict[str, str]]:
 
 def _pod_spec(model: ModelConfig, image: str, instance_types: Sequence[str], download_config_map: str) -> dict:
     model_dir = f"{MODELS_DIR}/{model.name}"
-    size = neuron.pod_size(model.neuron_devices, instance_types)
+    size = neuron.pod_size(model.neuron_devices, instance_types, model.neuron_core_version)
     devices = str(model.neuron_devices)
     serve = ["vllm", "serve", model_dir,
              "--served-model-name", model.name,
@@ -219,6 +228,11 @@ def _pod_spec(model: ModelConfig, image: str, instance_types: Sequence[str], dow
     return {
         "nodeSelector": neuron.NEURON_NODE_SELECTOR,
         "tolerations": [neuron.NEURON_TOLERATION],
+        # Pre-compiled artifacts run only on the NeuronCore generation they were compiled for.
+        "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{
+            "matchExpressions": [{"key": INSTANCE_FAMILY_LABEL, "operator": "In",
+                                  "values": neuron.families_for(model.neuron_core_version, instance_types)}],
+        }]}}},
         "automountServiceAccountToken": False,  # the server never talks to the Kubernetes API
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": 60,

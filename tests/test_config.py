@@ -38,7 +38,10 @@ def test_defaults_serve_the_workshop_model():
     (model,) = config.vllm.models
     assert (model.name, model.hugging_face_repo) == ("mistral", "aws-neuron/Mistral-7B-Instruct-v0.3-seqlen-2048-bs-1-cores-2")
     assert (model.tensor_parallel_size, model.neuron_devices, model.max_model_len, model.max_num_seqs,
-            model.replicas) == (2, 1, 2048, 4, 1)
+            model.replicas, model.max_replicas) == (2, 1, 2048, 1, 1, 1)
+    # The artifact's compiled batch size is 1 ("bs-1"); the workshop's request body names it by path.
+    assert model.served_model_names == ("mistral", "/models/mistral-7b-v0.3")
+    assert (model.revision, model.neuron_core_version) == (None, 2)
 
 
 def test_program_without_project_settings_deploys_the_defaults():
@@ -125,6 +128,46 @@ BAD_SETTINGS = [
     ({"vllm": _vllm(models=[_model(), _model(name="llama"), _model(name="qwen")])},
      ["request 3 Neuron devices in all"]),
     ({"clustername": "x"}, ["clustername is not a setting", "did you mean 'clusterName'"]),
+    # Capacity reservations and the `reserved` capacity type come together.
+    ({"neuron": _neuron(capacityTypes=["reserved", "on-demand"])},
+     ["neuron.capacityTypes includes 'reserved'", "neuron.capacityReservationIds is empty"]),
+    ({"neuron": _neuron(capacityReservationIds=["cr-0123456789abcdef0"])},
+     ["neuron.capacityReservationIds is set", "does not include 'reserved'", "neuron.capacityTypes"]),
+    ({"neuron": _neuron(capacityTypes=["reserved"], capacityReservationIds=["cr-123"])},
+     ["neuron.capacityReservationIds[0]", "'cr-123' is not a capacity reservation ID"]),
+    # A model only where its compiled artifacts run.
+    ({"neuron": _neuron(instanceTypes=["trn2.3xlarge"], maxNeuronDevices=2)},
+     ["vllm.models[0] (mistral): its artifacts run on NeuronCore-v2 (inf2, trn1, trn1n)", "trn2.3xlarge"]),
+    ({"vllm": _vllm(models=[_model(neuronCoreVersion=4)])}, ["vllm.models[0].neuronCoreVersion must be between 2 and 3"]),
+    ({"vllm": _vllm(models=[_model(neuronCoreVersion=3, tensorParallelSize=4)])},
+     ["its artifacts run on NeuronCore-v3 (trn2)", "trn1.2xlarge, inf2.xlarge"]),
+    # Autoscaling bounds, sized for the maximum.
+    ({"vllm": _vllm(models=[_model(replicas=2, maxReplicas=1)])},
+     ["vllm.models[0].maxReplicas (1) must be at least replicas (2)"]),
+    ({"vllm": _vllm(models=[_model(maxReplicas=3)])},
+     ["request 3 Neuron devices in all (neuronDevices x maxReplicas)", "neuron.maxNeuronDevices (2)"]),
+    ({"vllm": _vllm(models=[_model(targetRequestsPerReplica=0)])},
+     ["vllm.models[0].targetRequestsPerReplica must be at least 1"]),
+    ({"observability": {"enabled": False}, "vllm": _vllm(models=[_model(maxReplicas=2)])},
+     ["observability.enabled is false, but mistral autoscale(s)"]),
+    ({"observability": {"enabled": "yes"}}, ["observability.enabled must be true or false"]),
+    ({"observability": {"ttftTargetSeconds": 0}}, ["observability.ttftTargetSeconds must be between 0.05 and 600"]),
+    ({"observability": {"ttftTargetSeconds": "2s"}}, ["observability.ttftTargetSeconds must be a number"]),
+    ({"observability": {"alertEmails": ["oncall"]}}, ["observability.alertEmails[0]", "not an email address"]),
+    # Pinned model revisions and served names.
+    ({"vllm": _vllm(models=[_model(revision="main")])}, ["vllm.models[0].revision", "'main' is not a commit"]),
+    ({"vllm": _vllm(models=[_model(revision="ABCDEF" * 7)])}, ["vllm.models[0].revision", "is not a commit"]),
+    ({"vllm": _vllm(models=[_model(servedModelAliases=["mistral"])])},
+     ["vllm.models[0].servedModelAliases repeats the model's name 'mistral'"]),
+    ({"vllm": _vllm(models=[_model(servedModelAliases=["a b"])])}, ["servedModelAliases[0]", "must not contain spaces"]),
+    ({"vllm": _vllm(requireApiKey="false")}, ["vllm.requireApiKey must be true or false", '"false" (a string)']),
+    # Add-on versions and the system nodes.
+    ({"addonVersions": {"coredns": "1.12"}}, ["addonVersions.coredns", "'1.12' is not an EKS add-on version"]),
+    ({"addonVersions": {"core-dns": "v1.12.4-eksbuild.1"}}, ["addonVersions.core-dns is not a setting",
+                                                              "did you mean 'coredns'"]),
+    ({"addonVersions": ["v1"]}, ["addonVersions must be a mapping of names to strings"]),
+    ({"systemNodes": {"count": 1}}, ["systemNodes.count must be between 2 and 10, got 1"]),
+    ({"systemNodes": {"instanceType": "t3.micro"}}, ["systemNodes.instanceType", "'t3.micro' is not one of"]),
 ]
 
 
@@ -165,7 +208,7 @@ def test_larger_instance_types_allow_bigger_models():
 
 def test_trn2_cores_count_at_the_default_logical_core_size():
     ok = {"neuron": {"instanceTypes": ["trn2.3xlarge"], "maxNeuronDevices": 1},
-          "vllm": {"models": [{"name": "m", "tensorParallelSize": 4, "neuronDevices": 1}]}}
+          "vllm": {"models": [{"name": "m", "tensorParallelSize": 4, "neuronDevices": 1, "neuronCoreVersion": 3}]}}
     stack_config.parse(ok, stack="dev")
     too_wide = copy.deepcopy(ok)
     too_wide["vllm"]["models"][0]["tensorParallelSize"] = 8
@@ -208,8 +251,10 @@ def test_stack_file_scalars_read_as_pulumi_passes_them(tmp_path):
 
 
 WRONG_VALUES = [None, True, 0, -1, 1.5, "", "x", [], [None], [1], {}, {"a": 1}]
-SETTING_PATHS = [("clusterName",), ("kubernetesVersion",), ("vpcCidr",), ("clusterAdminArns",),
-                 ("apiPublicAccessCidrs",), ("neuron",), ("vllm",)]
+SETTING_PATHS = [(key,) for key in stack_config._TOP_KEYS]
+SETTING_PATHS += [("systemNodes", key) for key in stack_config._SYSTEM_NODES_KEYS]
+SETTING_PATHS += [("observability", key) for key in stack_config._OBSERVABILITY_KEYS]
+SETTING_PATHS += [("addonVersions", addon) for addon in stack_config.ADDONS]
 SETTING_PATHS += [("neuron", key) for key in stack_config._NEURON_KEYS]
 SETTING_PATHS += [("vllm", key) for key in stack_config._VLLM_KEYS]
 SETTING_PATHS += [("vllm", "models", 0, key) for key in stack_config._MODEL_KEYS]
@@ -219,7 +264,8 @@ SETTING_PATHS += [("vllm", "models", 0, key) for key in stack_config._MODEL_KEYS
 def test_wrong_types_anywhere_give_config_errors_never_crashes(path):
     """Every setting, given values of every wrong shape: a ConfigError or a valid model, nothing else."""
     for value in WRONG_VALUES:
-        settings = {"neuron": {}, "vllm": {"models": [{}]}}
+        settings = {"neuron": {}, "vllm": {"models": [{}]}, "systemNodes": {}, "observability": {},
+                    "addonVersions": {}}
         target = settings
         for key in path[:-1]:
             target = target[key]
@@ -228,3 +274,28 @@ def test_wrong_types_anywhere_give_config_errors_never_crashes(path):
             stack_config.parse(settings, stack="dev")
         except ConfigError as error:
             assert error.problems and all(isinstance(p, str) for p in error.problems)
+
+
+def test_the_workshop_name_belongs_to_the_workshop_artifact_only():
+    config = stack_config.parse({"vllm": {"models": [
+        {"name": "mistral"}, {"name": "llama", "huggingFaceRepo": "aws-neuron/Llama-3.1-8B-Instruct-bs-1"}]},
+        "neuron": {"maxNeuronDevices": 2}}, stack="dev")
+    assert [m.served_model_names for m in config.vllm.models] == [("mistral", "/models/mistral-7b-v0.3"), ("llama",)]
+
+
+def test_autoscaled_models_count_at_their_maximum():
+    config = stack_config.parse({
+        "neuron": {"maxNeuronDevices": 6},
+        "vllm": {"models": [{"name": "a", "replicas": 1, "maxReplicas": 3},
+                            {"name": "b", "replicas": 2}]},
+    }, stack="dev")
+    a, b = config.vllm.models
+    assert (a.autoscaled, b.autoscaled, b.max_replicas) == (True, False, 2)
+    assert (config.neuron_devices_needed, config.spare_neuron_devices) == (5, 1)
+    assert a.target_requests_per_replica == a.max_num_seqs == 1
+
+
+def test_reserved_capacity_with_reservations_is_accepted():
+    config = stack_config.parse({"neuron": {"capacityTypes": ["reserved", "on-demand"],
+                                            "capacityReservationIds": ["cr-0123456789abcdef0"]}}, stack="dev")
+    assert config.neuron.capacity_reservation_ids == ("cr-0123456789abcdef0",)

@@ -16,9 +16,19 @@ NODE_CLASS = "kubernetes:karpenter.k8s.aws/v1:EC2NodeClass"
 RELEASE = "kubernetes:helm.sh/v3:Release"
 
 
+def _pools(deployment):
+    return {r.manifest()["metadata"]["name"]: r.manifest() for r in deployment.of_type(NODE_POOL)}
+
+
 @pytest.fixture(scope="module")
-def pool(dev_deployment):
-    return dev_deployment.one(NODE_POOL).manifest()
+def pools(dev_deployment):
+    return _pools(dev_deployment)
+
+
+@pytest.fixture(scope="module")
+def pool(pools):
+    """The first-choice pool."""
+    return pools["neuron"]
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +36,10 @@ def node_class(dev_deployment):
     return dev_deployment.one(NODE_CLASS).manifest()
 
 
-def test_both_objects_validate_against_the_karpenter_crds(pool, node_class):
-    assert custom_resource_problems(pool) == []
+def test_every_object_validates_against_the_karpenter_crds(pools, node_class):
+    assert len(pools) == 2
+    for pool in pools.values():
+        assert custom_resource_problems(pool) == []
     assert custom_resource_problems(node_class) == []
 
 
@@ -40,52 +52,93 @@ def test_crd_validation_catches_a_misspelt_or_mistyped_field(node_class):
     assert any("'mandatory' is not one of" in p for p in problems)
 
 
-def test_pool_admits_only_the_configured_neuron_instance_types(pool):
-    requirements = {r["key"]: (r["operator"], r["values"]) for r in pool["spec"]["template"]["spec"]["requirements"]}
-    assert requirements == {
-        "node.kubernetes.io/instance-type": ("In", ["trn1.2xlarge", "inf2.xlarge"]),
-        "karpenter.sh/capacity-type": ("In", ["on-demand"]),
-        "kubernetes.io/arch": ("In", ["amd64"]),
-        "kubernetes.io/os": ("In", ["linux"]),
-    }
+def _requirements(pool):
+    return {r["key"]: (r["operator"], r["values"]) for r in pool["spec"]["template"]["spec"]["requirements"]}
+
+
+def test_trainium_is_the_first_choice_and_inferentia2_the_fallback(pools):
+    # Karpenter launches the cheapest type inside a pool (inf2.xlarge), so Trainium needs a pool of its own,
+    # tried first because of its higher weight.
+    common = {"karpenter.sh/capacity-type": ("In", ["on-demand"]), "kubernetes.io/arch": ("In", ["amd64"]),
+              "kubernetes.io/os": ("In", ["linux"])}
+    assert _requirements(pools["neuron"]) == {"node.kubernetes.io/instance-type": ("In", ["trn1.2xlarge"]), **common}
+    assert _requirements(pools["neuron-inf2"]) == {"node.kubernetes.io/instance-type": ("In", ["inf2.xlarge"]),
+                                                   **common}
+    assert pools["neuron"]["spec"]["weight"] == 100 > pools["neuron-inf2"]["spec"]["weight"] > 0
 
 
 def test_pool_follows_the_stack_settings(deploy):
     deployment = deploy(neuron={"instanceTypes": ["trn1.32xlarge", "trn1.2xlarge"], "capacityTypes": ["spot", "on-demand"],
                                 "maxNeuronDevices": 16})
-    pool = deployment.one(NODE_POOL).manifest()["spec"]
-    requirements = {r["key"]: r["values"] for r in pool["template"]["spec"]["requirements"]}
+    (pool,) = _pools(deployment).values()
+    assert pool["metadata"]["name"] == "neuron"
+    requirements = {r["key"]: r["values"] for r in pool["spec"]["template"]["spec"]["requirements"]}
     assert requirements["node.kubernetes.io/instance-type"] == ["trn1.32xlarge", "trn1.2xlarge"]
     assert requirements["karpenter.sh/capacity-type"] == ["spot", "on-demand"]
     # One trn1.32xlarge (16 devices, 128 vCPU, 512 GiB) or sixteen trn1.2xlarge (128 vCPU, 512 GiB).
-    assert pool["limits"] == {"aws.amazon.com/neuron": "16", "cpu": "128", "memory": "512Gi"}
+    assert pool["spec"]["limits"] == {"aws.amazon.com/neuron": "16", "cpu": "128", "memory": "512Gi"}
 
 
-def test_neuron_nodes_are_tainted_and_labelled(pool):
-    template = pool["spec"]["template"]
-    assert template["spec"]["taints"] == [{"key": "aws.amazon.com/neuron", "value": "true", "effect": "NoSchedule"}]
-    assert template["metadata"]["labels"] == {"neuron.amazonaws.com/neuron-device": "true"}
+def test_with_only_inferentia2_the_first_choice_pool_is_still_named_neuron(deploy):
+    deployment = deploy(neuron={"instanceTypes": ["inf2.xlarge", "inf2.8xlarge"], "maxNeuronDevices": 2})
+    (pool,) = _pools(deployment).values()
+    assert pool["metadata"]["name"] == "neuron"
+    assert _requirements(pool)["node.kubernetes.io/instance-type"] == ("In", ["inf2.xlarge", "inf2.8xlarge"])
+    assert deployment.one(NODE_POOL).name == "neuron-node-pool"  # the resource existing stacks already have
 
 
-def test_limits_cap_devices_cpu_and_memory(pool):
-    # Two devices: two trn1.2xlarge (8 vCPU, 32 GiB each) at most, as the workshop's pool.
-    assert pool["spec"]["limits"] == {"aws.amazon.com/neuron": "2", "cpu": "16", "memory": "64Gi"}
-    assert pool["spec"]["limits"][neuron.NEURON_DEVICE_RESOURCE] == "2"
+def test_capacity_reservations_are_selected_by_id(deploy):
+    ids = ["cr-0123456789abcdef0", "cr-0fedcba9876543210"]
+    deployment = deploy(neuron={"instanceTypes": ["trn1.2xlarge", "inf2.xlarge"], "maxNeuronDevices": 2,
+                                "capacityTypes": ["reserved", "on-demand"], "capacityReservationIds": ids})
+    node_class = deployment.one(NODE_CLASS).manifest()
+    assert node_class["spec"]["capacityReservationSelectorTerms"] == [{"id": i} for i in ids]
+    assert custom_resource_problems(node_class) == []
+    for pool in _pools(deployment).values():
+        assert _requirements(pool)["karpenter.sh/capacity-type"] == ("In", ["reserved", "on-demand"])
 
 
-def test_disruption_does_not_churn_nodes_while_a_model_loads(pool):
-    spec = pool["spec"]
-    assert spec["disruption"]["consolidationPolicy"] == "WhenEmptyOrUnderutilized"
-    minutes = int(re.fullmatch(r"(\d+)m", spec["disruption"]["consolidateAfter"]).group(1))
-    assert minutes >= 5
-    assert spec["disruption"]["budgets"] == [{"nodes": "1"}]
-    assert spec["template"]["spec"]["expireAfter"] == "720h"
-    assert spec["template"]["spec"]["terminationGracePeriod"] == "24h"
+def test_no_reservations_means_no_selector(node_class):
+    assert "capacityReservationSelectorTerms" not in node_class["spec"]
 
 
-def test_pool_uses_the_node_class(pool, node_class):
-    ref = pool["spec"]["template"]["spec"]["nodeClassRef"]
-    assert ref == {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": node_class["metadata"]["name"]}
+def test_neuron_nodes_are_tainted_and_labelled_in_every_pool(pools):
+    for pool in pools.values():
+        template = pool["spec"]["template"]
+        assert template["spec"]["taints"] == [{"key": "aws.amazon.com/neuron", "value": "true", "effect": "NoSchedule"}]
+        assert template["metadata"]["labels"] == {"neuron.amazonaws.com/neuron-device": "true"}
+
+
+def test_every_pool_may_take_the_whole_device_ceiling(pools):
+    # Two devices: two trn1.2xlarge (8 vCPU, 32 GiB each) at most, as the workshop's pool...
+    assert pools["neuron"]["spec"]["limits"] == {"aws.amazon.com/neuron": "2", "cpu": "16", "memory": "64Gi"}
+    # ... or two inf2.xlarge (4 vCPU, 16 GiB each) when Trainium has no capacity.
+    assert pools["neuron-inf2"]["spec"]["limits"] == {"aws.amazon.com/neuron": "2", "cpu": "8", "memory": "32Gi"}
+
+
+def test_the_model_namespace_quota_is_the_one_ceiling_across_pools(dev_deployment, deploy):
+    (quota,) = [r.manifest() for r in dev_deployment.of_type("kubernetes:core/v1:ResourceQuota")]
+    assert quota["metadata"]["namespace"] == "vllm"
+    assert quota["spec"] == {"hard": {"requests.aws.amazon.com/neuron": "2"}}
+    other = deploy(neuron={"instanceTypes": ["trn1.2xlarge", "inf2.xlarge"], "maxNeuronDevices": 5})
+    assert other.one("kubernetes:core/v1:ResourceQuota").manifest()["spec"]["hard"] == {
+        "requests.aws.amazon.com/neuron": "5"}
+
+
+def test_disruption_does_not_churn_nodes_while_a_model_loads(pools):
+    for spec in (pool["spec"] for pool in pools.values()):
+        assert spec["disruption"]["consolidationPolicy"] == "WhenEmptyOrUnderutilized"
+        minutes = int(re.fullmatch(r"(\d+)m", spec["disruption"]["consolidateAfter"]).group(1))
+        assert minutes >= 5
+        assert spec["disruption"]["budgets"] == [{"nodes": "1"}]
+        assert spec["template"]["spec"]["expireAfter"] == "720h"
+        assert spec["template"]["spec"]["terminationGracePeriod"] == "24h"
+
+
+def test_every_pool_uses_the_node_class(pools, node_class):
+    for pool in pools.values():
+        ref = pool["spec"]["template"]["spec"]["nodeClassRef"]
+        assert ref == {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": node_class["metadata"]["name"]}
 
 
 def test_node_class_ami_is_a_pinned_al2023_release(node_class):
@@ -141,8 +194,7 @@ def test_node_class_tags_are_ones_karpenter_accepts(node_class):
 
 def test_pool_and_node_class_depend_on_the_karpenter_release(dev_deployment):
     release = dev_deployment.one(RELEASE, "karpenter-controller")
-    for kind in (NODE_POOL, NODE_CLASS):
-        resource = dev_deployment.one(kind)
+    for resource in dev_deployment.of_type(NODE_POOL) + dev_deployment.of_type(NODE_CLASS):
         # Created after the CRDs; deleted while the controller runs, so finalizers end the instances.
         assert release.urn in resource.dependencies
         assert dev_deployment.depends_on(resource, dev_deployment.one(RELEASE, "karpenter-crds"))

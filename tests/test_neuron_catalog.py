@@ -46,12 +46,34 @@ def test_allocatable_matches_what_the_workshop_saw_on_an_inf2_xlarge():
 
 
 def test_pod_size_fits_the_smallest_host_that_can_take_it():
-    assert neuron.pod_size(1, ["trn1.2xlarge", "inf2.xlarge"]) == neuron.PodSize(3000, 12 * 1024)
-    assert neuron.pod_size(1, ["trn1.2xlarge"]) == neuron.PodSize(7000, 27 * 1024)
+    assert neuron.pod_size(1, ["trn1.2xlarge", "inf2.xlarge"], 2) == neuron.PodSize(3000, 12 * 1024)
+    assert neuron.pod_size(1, ["trn1.2xlarge"], 2) == neuron.PodSize(7000, 27 * 1024)
     # inf2.xlarge cannot host two devices, so it does not shrink the pod.
-    assert neuron.pod_size(2, ["trn1.32xlarge", "inf2.xlarge"]) == neuron.pod_size(2, ["trn1.32xlarge"])
+    assert neuron.pod_size(2, ["trn1.32xlarge", "inf2.xlarge"], 2) == neuron.pod_size(2, ["trn1.32xlarge"], 2)
     with pytest.raises(ValueError):
-        neuron.pod_size(2, ["trn1.2xlarge", "inf2.xlarge"])
+        neuron.pod_size(2, ["trn1.2xlarge", "inf2.xlarge"], 2)
+
+
+def test_pod_size_counts_only_hosts_of_the_models_neuroncore_generation():
+    # A trn2.3xlarge (12 vCPU, 128 GiB) never hosts a NeuronCore-v2 model, so it does not shrink or grow it.
+    assert neuron.pod_size(1, ["trn2.3xlarge", "trn1.2xlarge"], 2) == neuron.pod_size(1, ["trn1.2xlarge"], 2)
+    assert neuron.pod_size(1, ["trn2.3xlarge", "trn1.2xlarge"], 3) == neuron.pod_size(1, ["trn2.3xlarge"], 3)
+    with pytest.raises(ValueError):
+        neuron.pod_size(1, ["trn2.3xlarge"], 2)
+
+
+def test_trainium_types_go_first_and_inferentia2_to_the_fallback_pool():
+    assert neuron.node_pools(["inf2.xlarge", "trn1.2xlarge", "trn2.3xlarge"]) == (
+        neuron.NodePoolPlan("neuron", 100, ("trn1.2xlarge", "trn2.3xlarge")),
+        neuron.NodePoolPlan("neuron-inf2", 10, ("inf2.xlarge",)))
+    assert neuron.node_pools(["inf2.xlarge"]) == (neuron.NodePoolPlan("neuron", 100, ("inf2.xlarge",)),)
+    assert neuron.node_pools(["trn1.32xlarge"]) == (neuron.NodePoolPlan("neuron", 100, ("trn1.32xlarge",)),)
+
+
+def test_families_of_a_generation():
+    types = ["trn1.2xlarge", "trn1n.32xlarge", "trn2.3xlarge", "inf2.xlarge", "inf2.8xlarge"]
+    assert neuron.families_for(2, types) == ["inf2", "trn1", "trn1n"]
+    assert neuron.families_for(3, types) == ["trn2"]
 
 
 def test_pool_limits_allow_max_devices_on_the_roomiest_type():

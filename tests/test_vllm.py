@@ -46,7 +46,8 @@ def _flag(command, name):
 def test_every_core_object_validates_strictly_at_the_cluster_version(dev_deployment):
     core = [r for r in dev_deployment.kubernetes_objects() if not r.type.startswith("kubernetes:karpenter")]
     kinds = sorted({r.manifest()["kind"] for r in core})
-    assert kinds == ["ConfigMap", "Deployment", "Namespace", "NetworkPolicy", "PodDisruptionBudget", "Service"]
+    assert {"ConfigMap", "Deployment", "Namespace", "NetworkPolicy", "PodDisruptionBudget", "ResourceQuota",
+            "Service"} <= set(kinds)
     for resource in core:
         assert core_problems(resource.manifest(), "1.35") == [], resource.name
 
@@ -87,7 +88,7 @@ def test_server_command_comes_from_the_model_settings(pod):
     assert _flag(command, "--served-model-name") == "mistral"  # clients send "model": "mistral"
     assert _flag(command, "--device") == "neuron"
     assert _flag(command, "--tensor-parallel-size") == "2"
-    assert _flag(command, "--max-num-seqs") == "4"
+    assert _flag(command, "--max-num-seqs") == "1"
     assert _flag(command, "--max-model-len") == "2048"
     assert _flag(command, "--host") == "0.0.0.0"
     assert vllm["image"] == versions.VLLM_IMAGE
@@ -132,18 +133,45 @@ def test_pod_fits_an_inf2_xlarge_as_well_as_a_trn1_2xlarge(pod):
 
 
 def test_pods_run_only_on_neuron_nodes_and_tolerate_their_taint(dev_deployment, pod):
-    pool = dev_deployment.one("kubernetes:karpenter.sh/v1:NodePool").manifest()["spec"]["template"]
-    assert pod["spec"]["nodeSelector"].items() <= pool["metadata"]["labels"].items()
-    (taint,) = pool["spec"]["taints"]
-    assert any(t["key"] == taint["key"] and t["effect"] == taint["effect"] and t["operator"] == "Exists"
-               for t in pod["spec"]["tolerations"])
+    for pool in dev_deployment.of_type("kubernetes:karpenter.sh/v1:NodePool"):
+        template = pool.manifest()["spec"]["template"]
+        assert pod["spec"]["nodeSelector"].items() <= template["metadata"]["labels"].items()
+        (taint,) = template["spec"]["taints"]
+        assert any(t["key"] == taint["key"] and t["effect"] == taint["effect"] and t["operator"] == "Exists"
+                   for t in pod["spec"]["tolerations"])
+
+
+def _families(pod):
+    (term,) = pod["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"]
+    (expression,) = term["matchExpressions"]
+    assert (expression["key"], expression["operator"]) == ("karpenter.k8s.aws/instance-family", "In")
+    return expression["values"]
+
+
+def test_pods_land_only_where_their_compiled_artifacts_run(deploy, pod):
+    assert _families(pod) == ["inf2", "trn1"]
+    # NeuronCore-v2 artifacts never go to trn2 (v3), and the pod is sized for the v2 hosts only.
+    mixed = deploy(neuron={"instanceTypes": ["trn2.3xlarge", "trn1.2xlarge", "inf2.xlarge"], "maxNeuronDevices": 2})
+    v2 = _objects(mixed, DEPLOYMENT)["mistral"]["spec"]["template"]
+    assert _families(v2) == ["inf2", "trn1"]
+    assert _container(v2, "vllm")["resources"]["requests"]["memory"] == "12Gi"
+    v3 = deploy(neuron={"instanceTypes": ["trn2.3xlarge", "inf2.xlarge"], "maxNeuronDevices": 2},
+                vllm={"models": [{"name": "mistral", "neuronCoreVersion": 3, "tensorParallelSize": 4,
+                                  "huggingFaceRepo": "aws-neuron/a-trn2-build"}]})
+    v3_pod = _objects(v3, DEPLOYMENT)["mistral"]["spec"]["template"]
+    assert _families(v3_pod) == ["trn2"]
+    assert _container(v3_pod, "vllm")["resources"]["requests"]["memory"] == "116Gi"  # a trn2.3xlarge, less headroom
 
 
 def test_model_waits_for_the_neuron_capacity(dev_deployment):
     model = dev_deployment.one(DEPLOYMENT)
-    for kind, name in (("kubernetes:karpenter.sh/v1:NodePool", None), ("kubernetes:karpenter.k8s.aws/v1:EC2NodeClass", None),
-                       ("kubernetes:helm.sh/v3:Release", "neuron-device-plugin")):
-        assert dev_deployment.one(kind, name).urn in model.dependencies
+    needed = [*dev_deployment.of_type("kubernetes:karpenter.sh/v1:NodePool"),
+              dev_deployment.one("kubernetes:karpenter.k8s.aws/v1:EC2NodeClass"),
+              dev_deployment.one("kubernetes:helm.sh/v3:Release", "neuron-device-plugin")]
+    assert len(needed) == 4
+    for resource in needed:
+        assert resource.urn in model.dependencies
 
 
 def test_probes_give_a_slow_model_load_ten_minutes_and_more(pod):

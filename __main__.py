@@ -29,6 +29,10 @@ cluster = EksCluster(config.cluster_name, EksClusterArgs(
     public_subnet_ids=network.public_subnet_ids,
     admin_principal_arns=config.cluster_admin_arns,
     public_access_cidrs=config.api_public_access_cidrs,
+    addon_versions=config.addon_versions,
+    aws_profile=config.aws_profile,
+    system_node_instance_type=config.system_nodes.instance_type,
+    system_node_count=config.system_nodes.count,
     tags=tags,
 ))
 

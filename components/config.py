@@ -121,6 +121,8 @@ class StackConfig:
     cluster_name: str
     kubernetes_version: str = versions.KUBERNETES_VERSION
     region: str | None = None
+    # The AWS CLI profile of the stack (aws:profile), which the Kubernetes provider's kubeconfig must name.
+    aws_profile: str | None = None
     vpc_cidr: str = "10.0.0.0/16"
     # IAM roles/users (people, CI roles) given cluster-admin access entries, besides the cluster's creator.
     cluster_admin_arns: tuple[str, ...] = ()
@@ -381,7 +383,8 @@ _MODEL_KEYS = ("name", "huggingFaceRepo", "revision", "servedModelAliases", "ten
 _OBSERVABILITY_KEYS = ("enabled", "ttftTargetSeconds", "alertEmails")
 
 
-def parse(values: Mapping[str, Any], *, project: str = PROJECT, stack: str, region: str | None = None) -> StackConfig:
+def parse(values: Mapping[str, Any], *, project: str = PROJECT, stack: str, region: str | None = None,
+          aws_profile: str | None = None) -> StackConfig:
     """Build the validated model from settings keyed without the project prefix; raise ConfigError."""
     problems: list[str] = []
     read = _Reader(problems)
@@ -396,6 +399,7 @@ def parse(values: Mapping[str, Any], *, project: str = PROJECT, stack: str, regi
         project=project,
         stack=stack,
         region=region,
+        aws_profile=aws_profile,
         cluster_name=read.string(top, "clusterName", "", default_cluster_name(project, stack), _check_cluster_name),
         kubernetes_version=read.string(top, "kubernetesVersion", "", versions.KUBERNETES_VERSION,
                                        _check_kubernetes_version),
@@ -576,8 +580,9 @@ def from_pulumi() -> StackConfig:
     for full_key, raw in raw_config.items():
         if full_key.startswith(prefix):
             values[full_key[len(prefix):]] = _decode(raw)
-    region = pulumi.Config("aws").get("region")
-    return parse(values, project=PROJECT, stack=pulumi.get_stack(), region=region)
+    aws = pulumi.Config("aws")
+    return parse(values, project=PROJECT, stack=pulumi.get_stack(), region=aws.get("region"),
+                 aws_profile=aws.get("profile"))
 
 
 def _decode(raw: Any) -> Any:
@@ -611,5 +616,6 @@ def from_stack_file(stack: str, project_dir: Path = PROJECT_DIR) -> StackConfig:
     # Pulumi hands top-level scalars to the program as strings (`1.35` arrives as "1.35"); do the same.
     values = {k[len(prefix):]: v if isinstance(v, (str, dict, list)) else json.dumps(v)
               for k, v in config.items() if k.startswith(prefix)}
-    region = config.get("aws:region")
-    return parse(values, project=PROJECT, stack=stack, region=region if isinstance(region, str) else None)
+    region, profile = config.get("aws:region"), config.get("aws:profile")
+    return parse(values, project=PROJECT, stack=stack, region=region if isinstance(region, str) else None,
+                 aws_profile=profile if isinstance(profile, str) else None)

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import re
 
-from components.cluster import CONTROL_PLANE_LOG_TYPES, SYSTEM_NODE_LABEL
+import pulumi
+
+from components.cluster import CONTROL_PLANE_LOG_TYPES, SYSTEM_NODE_LABEL, keep_addon_versions, principal_slug
 from tests.conftest import with_settings
 from tools.offline import run_program
 
 CLUSTER = "eks:index:Cluster"
+ACCESS_ENTRY = "aws:eks/accessEntry:AccessEntry"
+POLICY_ASSOCIATION = "aws:eks/accessPolicyAssociation:AccessPolicyAssociation"
 NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
 ADDON = "aws:eks/addon:Addon"
 
@@ -31,21 +36,134 @@ def test_kubernetes_version_comes_from_the_stack(dev_config):
     assert all(args["kubernetesVersion"] == "1.34" and args["mostRecent"] is False for args in lookups.values())
 
 
+def test_add_on_versions_resolve_once_and_then_never_change_by_themselves(dev_deployment):
+    for addon in dev_deployment.of_type(ADDON):
+        # EKS's default when created; a later lookup returning a newer default is ignored.
+        assert addon.ignore_changes == ["addonVersion"], addon.name
+    cluster = dev_deployment.one(CLUSTER)
+    assert cluster.inputs["vpcCniOptions"].get("addonVersion") is None
+    assert cluster.inputs["kubeProxyAddonOptions"].get("version") is None
+    # pulumi-eks's own add-ons (children of its remote component) are held by a transform.
+    assert cluster.transforms == 1
+
+
+def test_add_on_versions_set_on_purpose_are_applied(dev_config):
+    versions = {"vpc-cni": "v1.20.4-eksbuild.2", "kube-proxy": "v1.35.0-eksbuild.1",
+                "coredns": "v1.12.4-eksbuild.9", "eks-pod-identity-agent": "v1.3.9-eksbuild.1"}
+    deployment = run_program(with_settings(dev_config, addonVersions=versions))
+    cluster = deployment.one(CLUSTER)
+    assert cluster.inputs["vpcCniOptions"]["addonVersion"] == versions["vpc-cni"]
+    assert cluster.inputs["kubeProxyAddonOptions"]["version"] == versions["kube-proxy"]
+    for addon in deployment.of_type(ADDON):
+        assert addon.inputs["addonVersion"] == versions[addon.inputs["addonName"]]
+        assert addon.ignore_changes == []  # a set version is one the user wants applied
+    assert not [token for token, _ in deployment.invokes if token == "aws:eks/getAddonVersion:getAddonVersion"]
+
+
+def _transform(addons, type_, props):
+    args = pulumi.ResourceTransformArgs(custom=True, type_=type_, name="x", props=props,
+                                        opts=pulumi.ResourceOptions(parent=None))
+    return keep_addon_versions(addons)(args)
+
+
+def test_the_transform_freezes_only_unpinned_pulumi_eks_add_ons():
+    frozen = _transform(["vpc-cni"], "aws:eks/addon:Addon", {"addonName": "vpc-cni", "addonVersion": "v1"})
+    assert frozen.opts.ignore_changes == ["addonVersion"] and frozen.props["addonVersion"] == "v1"
+    assert _transform(["vpc-cni"], "aws:eks/addon:Addon", {"addonName": "kube-proxy"}) is None
+    assert _transform(["vpc-cni"], "aws:iam/role:Role", {"addonName": "vpc-cni"}) is None
+    assert _transform([], "aws:eks/addon:Addon", {"addonName": "vpc-cni"}) is None
+
+
+def test_vpc_cni_logs_at_info_not_pulumi_eks_debug_default(dev_deployment):
+    options = dev_deployment.one(CLUSTER).inputs["vpcCniOptions"]
+    assert options["logLevel"] == "INFO"
+    assert options["configurationValues"] == {"env": {"AWS_VPC_K8S_PLUGIN_LOG_LEVEL": "INFO"}}
+
+
+def test_upgrade_policy_is_standard_support(dev_deployment):
+    assert dev_deployment.one(CLUSTER).inputs["upgradePolicy"] == {"supportType": "STANDARD"}
+
+
+def test_cluster_waits_for_its_role_policy(dev_deployment):
+    attachment = dev_deployment.one("aws:iam/rolePolicyAttachment:RolePolicyAttachment",
+                                    "trainium-vllm-dev-control-plane-AmazonEKSClusterPolicy")
+    assert attachment.urn in dev_deployment.one(CLUSTER).dependencies
+
+
+def test_aws_profile_reaches_the_provider_kubeconfig_only(dev_config):
+    deployment = run_program({**dev_config, "aws:profile": "trainium-admin"})
+    provider = json.loads(deployment.one("pulumi:providers:kubernetes").inputs["kubeconfig"])
+    assert provider["users"][0]["user"]["exec"]["args"][-2:] == ["--profile", "trainium-admin"]
+    # The exported kubeconfig stays profile-free, for whoever uses it with their own credentials.
+    exported = json.loads(deployment.exports["kubeconfig"])
+    assert "--profile" not in exported["users"][0]["user"]["exec"]["args"]
+
+
+def test_system_nodes_follow_the_settings(dev_config):
+    deployment = run_program(with_settings(dev_config, systemNodes={"instanceType": "m7i.xlarge", "count": 4}))
+    group = deployment.one(NODE_GROUP).inputs
+    assert group["instanceTypes"] == ["m7i.xlarge"]
+    assert group["scalingConfig"] == {"minSize": 4, "desiredSize": 4, "maxSize": 5}
+
+
 def test_authentication_is_access_entries_only(dev_deployment):
     cluster = dev_deployment.one(CLUSTER).inputs
     assert cluster["authenticationMode"] == "API"
-    assert cluster["accessEntries"] == {}  # the deployer gets admin through EKS's bootstrap entry
+    # The creator gets admin through EKS's bootstrap entry; listing it again would collide (409).
+    assert "accessEntries" not in cluster
+    assert dev_deployment.of_type(ACCESS_ENTRY) == [dev_deployment.one(ACCESS_ENTRY, "karpenter-node")]
+
+
+ADMINS = ["arn:aws:iam::123456789012:role/platform-admins", "arn:aws:iam::123456789012:user/alice",
+          "arn:aws:iam::123456789012:role/ci/github-preview"]
+
+
+def _admin_entries(deployment):
+    return {r.inputs["principalArn"]: r for r in deployment.of_type(ACCESS_ENTRY) if r.inputs["type"] == "STANDARD"}
 
 
 def test_cluster_admins_get_cluster_scoped_admin_access_entries(dev_config):
-    admins = ["arn:aws:iam::123456789012:role/platform-admins", "arn:aws:iam::123456789012:user/alice"]
-    cluster = run_program(with_settings(dev_config, clusterAdminArns=admins)).one(CLUSTER).inputs
-    entries = sorted(cluster["accessEntries"].values(), key=lambda e: e["principalArn"])
-    assert [e["principalArn"] for e in entries] == sorted(admins)
-    for entry in entries:
-        (policy,) = entry["accessPolicies"].values()
-        assert policy["policyArn"] == "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
-        assert policy["accessScope"] == {"type": "cluster"}
+    deployment = run_program(with_settings(dev_config, clusterAdminArns=ADMINS))
+    entries = _admin_entries(deployment)
+    assert sorted(entries) == sorted(ADMINS)
+    cluster = deployment.one(CLUSTER)
+    for arn, entry in entries.items():
+        assert entry.inputs["clusterName"] == "trainium-vllm-dev"
+        assert deployment.depends_on(entry, cluster)
+        (association,) = [a for a in deployment.of_type(POLICY_ASSOCIATION) if a.parent == entry.urn]
+        assert association.inputs["principalArn"] == arn
+        assert association.inputs["policyArn"] == "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
+        assert association.inputs["accessScope"] == {"type": "cluster"}
+
+
+def test_access_entries_are_named_after_their_principal_not_their_position(dev_config):
+    before = _admin_entries(run_program(with_settings(dev_config, clusterAdminArns=ADMINS)))
+    after = _admin_entries(run_program(with_settings(dev_config, clusterAdminArns=[ADMINS[2], ADMINS[0]])))
+    # Reordering or removing a principal leaves the others' resources (URNs) alone: no replacement, no 409.
+    assert {arn: entry.urn for arn, entry in after.items()} == {arn: before[arn].urn for arn in after}
+    names = [entry.name for entry in before.values()]
+    assert names[0].startswith("trainium-vllm-dev-admin-role-platform-admins-")
+    assert names[2].startswith("trainium-vllm-dev-admin-role-github-preview-")
+    assert len(set(names)) == 3 and all(re.fullmatch(r"[A-Za-z0-9-]+", n) for n in names)
+    # Two principals that only differ in characters the name drops still get their own entries.
+    assert principal_slug("arn:aws:iam::1:role/a.b") != principal_slug("arn:aws:iam::1:role/a-b")
+
+
+def test_existing_stacks_adopt_the_entries_pulumi_eks_created_by_position(dev_config):
+    deployment = run_program(with_settings(dev_config, clusterAdminArns=ADMINS))
+    cluster = deployment.one(CLUSTER)
+    for position, arn in enumerate(ADMINS):
+        entry = _admin_entries(deployment)[arn]
+        # pulumi-eks named them `<component>-<key>` under its Cluster (createAccessEntries), our key was
+        # `admin-<position>`, and each policy association `<entry>-<policy key>` under its entry.
+        assert entry.aliases == [{"name": f"trainium-vllm-dev-eks-admin-{position}", "parent": cluster.urn}]
+        (association,) = [a for a in deployment.of_type(POLICY_ASSOCIATION) if a.parent == entry.urn]
+        old_entry_urn = cluster.urn.rsplit("::", 1)[0] + \
+            f"$aws:eks/accessEntry:AccessEntry::trainium-vllm-dev-eks-admin-{position}"
+        assert association.aliases == [{"name": f"trainium-vllm-dev-eks-admin-{position}-cluster-admin",
+                                        "parent": old_entry_urn}]
+        # A principal cannot change in place and EKS allows one entry per principal: delete first.
+        assert entry.delete_before_replace and association.delete_before_replace
 
 
 def test_no_default_node_group_and_one_shared_security_group(dev_deployment):

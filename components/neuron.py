@@ -68,10 +68,10 @@ _CATALOG = (
     _neuron_type("inf2.24xlarge", 96, 393216, 6, 2, 15, 50, False),
     _neuron_type("inf2.48xlarge", 192, 786432, 12, 2, 15, 50, False),
     _neuron_type("trn1.2xlarge", 8, 32768, 1, 2, 4, 15, True),
-    _neuron_type("trn1.32xlarge", 128, 524288, 16, 2, 40, 50, True),
-    _neuron_type("trn1n.32xlarge", 128, 524288, 16, 2, 80, 50, True),
+    _neuron_type("trn1.32xlarge", 128, 524288, 16, 2, 5, 50, True),
+    _neuron_type("trn1n.32xlarge", 128, 524288, 16, 2, 5, 50, True),
     _neuron_type("trn2.3xlarge", 12, 131072, 1, 4, 2, 15, True),
-    _neuron_type("trn2.48xlarge", 192, 2097152, 16, 4, 32, 50, True),
+    _neuron_type("trn2.48xlarge", 192, 2097152, 16, 4, 2, 50, True),
 )
 
 NEURON_INSTANCE_TYPES: dict[str, NeuronInstanceType] = {t.name: t for t in _CATALOG}

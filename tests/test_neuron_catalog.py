@@ -9,6 +9,7 @@ from importlib import resources
 import pytest
 
 from components import neuron
+from components.instances import SYSTEM_INSTANCE_TYPES
 
 # Trainium2 exposes its 8 physical cores per device as 4 logical ones at the default LNC=2.
 LOGICAL_CORE_SIZE = {"trn2": 2}
@@ -29,7 +30,9 @@ def test_catalog_matches_ec2(ec2_instance_types, name):
     assert ours.memory_mib == theirs["MemoryInfo"]["SizeInMiB"]
     assert ours.neuron_devices == device["Count"]
     assert ours.cores_per_device == device["CoreInfo"]["Count"] // LOGICAL_CORE_SIZE.get(ours.family, 1)
-    assert ours.network_interfaces == theirs["NetworkInfo"]["MaximumNetworkInterfaces"]
+    network = theirs["NetworkInfo"]
+    (default_card,) = [c for c in network["NetworkCards"] if c["NetworkCardIndex"] == network["DefaultNetworkCardIndex"]]
+    assert ours.network_interfaces == default_card["MaximumNetworkInterfaces"]
     assert ours.ipv4_per_interface == theirs["NetworkInfo"]["Ipv4AddressesPerInterface"]
     assert ours.instance_store == ("InstanceStorageInfo" in theirs)
 
@@ -80,3 +83,18 @@ def test_pool_limits_allow_max_devices_on_the_roomiest_type():
     assert neuron.pool_limits(2, ["trn1.2xlarge", "inf2.xlarge"]) == {
         "aws.amazon.com/neuron": "2", "cpu": "16", "memory": "64Gi"}
     assert neuron.pool_limits(1, ["inf2.xlarge"]) == {"aws.amazon.com/neuron": "1", "cpu": "4", "memory": "16Gi"}
+
+
+@pytest.mark.parametrize("name", sorted(SYSTEM_INSTANCE_TYPES))
+def test_system_node_catalog_matches_ec2(ec2_instance_types, name):
+    ours, theirs = SYSTEM_INSTANCE_TYPES[name], ec2_instance_types[name]
+    network = theirs["NetworkInfo"]
+    assert (ours.vcpus, ours.memory_mib) == (theirs["VCpuInfo"]["DefaultVCpus"], theirs["MemoryInfo"]["SizeInMiB"])
+    assert (ours.network_interfaces, ours.ipv4_per_interface) == (
+        network["NetworkCards"][network["DefaultNetworkCardIndex"]]["MaximumNetworkInterfaces"],
+        network["Ipv4AddressesPerInterface"])
+
+
+def test_multi_card_types_count_pods_on_the_default_card_only():
+    # Karpenter's ENILimitedPods: 5 interfaces x 49 addresses + 2 on a trn1.32xlarge, not 40 interfaces.
+    assert neuron.NEURON_INSTANCE_TYPES["trn1.32xlarge"].max_pods == 247

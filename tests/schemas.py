@@ -19,27 +19,28 @@ import yaml
 from components import versions
 from components.config import PROJECT_DIR
 
-def _karpenter_schemas() -> Path:
-    """Karpenter's CRDs and chart values: ../shared where the project is developed, else what
+def _schemas(name: str, marker: str) -> Path:
+    """CRDs (and chart values) of one chart version: ../shared where the project is developed, else what
     `make schemas` pulled from the chart itself into .schemas/."""
-    name = f"karpenter-{versions.KARPENTER_CHART_VERSION}"
     for candidate in (PROJECT_DIR.parent / "shared" / "schemas" / name, PROJECT_DIR / ".schemas" / name):
-        if (candidate / "chart-values.yaml").is_file():
+        if (candidate / marker).is_file():
             return candidate
-    raise FileNotFoundError(f"no Karpenter {versions.KARPENTER_CHART_VERSION} schemas: run `make schemas`")
+    raise FileNotFoundError(f"no {name} schemas: run `make schemas`")
 
 
-KARPENTER_SCHEMAS = _karpenter_schemas()
+KARPENTER_SCHEMAS = _schemas(f"karpenter-{versions.KARPENTER_CHART_VERSION}", "chart-values.yaml")
+KEDA_SCHEMAS = _schemas(f"keda-{versions.KEDA_CHART_VERSION}", "keda.sh_scaledobjects.yaml")
 CRD_FILES = {
-    ("karpenter.sh/v1", "NodePool"): "karpenter.sh_nodepools.yaml",
-    ("karpenter.k8s.aws/v1", "EC2NodeClass"): "karpenter.k8s.aws_ec2nodeclasses.yaml",
+    ("karpenter.sh/v1", "NodePool"): KARPENTER_SCHEMAS / "karpenter.sh_nodepools.yaml",
+    ("karpenter.k8s.aws/v1", "EC2NodeClass"): KARPENTER_SCHEMAS / "karpenter.k8s.aws_ec2nodeclasses.yaml",
+    ("keda.sh/v1alpha1", "ScaledObject"): KEDA_SCHEMAS / "keda.sh_scaledobjects.yaml",
+    ("keda.sh/v1alpha1", "TriggerAuthentication"): KEDA_SCHEMAS / "keda.sh_triggerauthentications.yaml",
 }
 
 
 @cache
 def crd_schema(api_version: str, kind: str) -> dict[str, Any]:
-    path: Path = KARPENTER_SCHEMAS / CRD_FILES[(api_version, kind)]
-    crd = yaml.safe_load(path.read_text())
+    crd = yaml.safe_load(CRD_FILES[(api_version, kind)].read_text())
     version = api_version.split("/")[1]
     (served,) = [v for v in crd["spec"]["versions"] if v["name"] == version]
     return served["schema"]["openAPIV3Schema"]

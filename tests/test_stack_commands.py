@@ -58,8 +58,11 @@ class Project:
         self.dir = root / "project"
         (self.dir / "tools").mkdir(parents=True)
         for name in ("Makefile", "Pulumi.yaml", "Pulumi.dev.yaml", "requirements.txt", "requirements-dev.txt",
-                     "tools/stack.sh"):
+                     "tools/stack.sh", "tools/get-helm.sh"):
             shutil.copy(REPO / name, self.dir / name)
+        # Helm is current for make too (`make render` needs it; tools.render is faked here).
+        (self.dir / ".tools").mkdir()
+        (self.dir / ".tools" / "helm").touch()
         # The settings model, for the cluster name `make destroy` reports.
         (self.dir / "components").symlink_to(REPO / "components")
         (self.dir / "venv" / "bin").mkdir(parents=True)

@@ -107,7 +107,7 @@ def test_controller_policy_has_no_wildcard_where_upstream_scopes(deployment):
 
 
 def test_pod_identity_association_matches_the_chart_service_account(deployment):
-    association = deployment.one("aws:eks/podIdentityAssociation:PodIdentityAssociation")
+    association = deployment.one("aws:eks/podIdentityAssociation:PodIdentityAssociation", "karpenter-controller")
     release = _controller_release(deployment)
     assert association.inputs["namespace"] == release.inputs["namespace"] == "kube-system"
     # The chart names its service account serviceAccount.name, or its fullname (the release name).
@@ -209,7 +209,7 @@ def test_controller_is_installed_only_after_what_it_needs(deployment):
         deployment.one("aws:eks/nodeGroup:NodeGroup"),                            # somewhere to run
         deployment.one("aws:eks/addon:Addon", f"{CLUSTER}-coredns"),              # DNS
         deployment.one("aws:eks/addon:Addon", f"{CLUSTER}-pod-identity-agent"),   # its credentials
-        deployment.one("aws:eks/podIdentityAssociation:PodIdentityAssociation"),
+        deployment.one("aws:eks/podIdentityAssociation:PodIdentityAssociation", "karpenter-controller"),
         deployment.one("aws:iam/rolePolicy:RolePolicy", "karpenter-controller"),
         deployment.one("aws:eks/accessEntry:AccessEntry", "karpenter-node"),      # its nodes can join
         deployment.one("aws:sqs/queuePolicy:QueuePolicy"),
@@ -218,3 +218,42 @@ def test_controller_is_installed_only_after_what_it_needs(deployment):
     for resource in needed:
         # A dependency is also what `pulumi destroy` deletes only after the release.
         assert deployment.depends_on(release, resource), resource.name
+
+
+# Each statement's actions in Karpenter's reference policy for v1.14.1, written out here (not derived from
+# components/karpenter_policy.py): aws/karpenter-provider-aws tag v1.14.1, website/content/en/docs/
+# getting-started/getting-started-with-karpenter/cloudformation.yaml (NodeLifecycle, IAMIntegration,
+# EKSIntegration, Interruption, ZonalShift and ResourceDiscovery policies).
+UPSTREAM_ACTIONS = {
+    "AllowScopedEC2InstanceAccessActions": {"ec2:RunInstances", "ec2:CreateFleet"},
+    "AllowScopedEC2LaunchTemplateAccessActions": {"ec2:RunInstances", "ec2:CreateFleet"},
+    "AllowScopedEC2InstanceActionsWithTags": {"ec2:RunInstances", "ec2:CreateFleet", "ec2:CreateLaunchTemplate"},
+    "AllowScopedResourceCreationTagging": {"ec2:CreateTags"},
+    "AllowScopedResourceTagging": {"ec2:CreateTags"},
+    "AllowScopedDeletion": {"ec2:TerminateInstances", "ec2:DeleteLaunchTemplate"},
+    "AllowPassingInstanceRole": {"iam:PassRole"},
+    "AllowScopedInstanceProfileCreationActions": {"iam:CreateInstanceProfile"},
+    "AllowScopedInstanceProfileTagActions": {"iam:TagInstanceProfile"},
+    "AllowScopedInstanceProfileActions": {"iam:AddRoleToInstanceProfile", "iam:RemoveRoleFromInstanceProfile",
+                                          "iam:DeleteInstanceProfile"},
+    "AllowAPIServerEndpointDiscovery": {"eks:DescribeCluster"},
+    "AllowInterruptionQueueActions": {"sqs:DeleteMessage", "sqs:GetQueueUrl", "sqs:ReceiveMessage"},
+    "AllowZonalShiftStatusReadOnly": {"arc-zonal-shift:GetManagedResource"},
+    "AllowRegionalReadActions": {"ec2:DescribeCapacityReservations", "ec2:DescribeImages", "ec2:DescribeInstances",
+                                 "ec2:DescribeInstanceStatus", "ec2:DescribeInstanceTypeOfferings",
+                                 "ec2:DescribeInstanceTypes", "ec2:DescribeLaunchTemplates",
+                                 "ec2:DescribePlacementGroups", "ec2:DescribeSecurityGroups",
+                                 "ec2:DescribeSpotPriceHistory", "ec2:DescribeSubnets"},
+    "AllowSSMReadActions": {"ssm:GetParameter"},
+    "AllowPricingReadActions": {"pricing:GetProducts"},
+    "AllowUnscopedInstanceProfileListAction": {"iam:ListInstanceProfiles"},
+    "AllowInstanceProfileReadActions": {"iam:GetInstanceProfile"},
+}
+
+
+def test_controller_policy_actions_are_upstreams_one_for_one(deployment):
+    statements = _statements(deployment.one("aws:iam/rolePolicy:RolePolicy", "karpenter-controller"))
+    actions = {sid: {s["Action"]} if isinstance(s["Action"], str) else set(s["Action"])
+               for sid, s in statements.items()}
+    assert actions == UPSTREAM_ACTIONS
+    assert set(UPSTREAM_ACTIONS) == UPSTREAM_SIDS

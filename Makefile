@@ -19,9 +19,12 @@ test: system-tools $(VENV)/.installed $(CHECKOV_VENV)/.installed $(ACTIONLINT) $
 # Tools the tests run for real: promtool and amtool check the alert rules and the alert manager
 # configuration, the AWS CLI runs the model pods' copy script against a local S3.
 system-tools:
-	@missing=""; for tool in promtool amtool aws; do command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; \
+	@missing=""; for tool in promtool amtool; do command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; \
+	for aws in "$$AWS_CLI_V2" /usr/bin/aws "$$(command -v aws)"; do \
+	  [ -n "$$aws" ] && [ -x "$$aws" ] && "$$aws" --version 2>&1 | grep -q '^aws-cli/2\.' && found=1 && break; \
+	done; [ -n "$${found:-}" ] || missing="$$missing aws(v2)"; \
 	if [ -n "$$missing" ]; then \
-	  echo "error: not found on PATH:$$missing. On Debian or Ubuntu: sudo apt-get install -y prometheus prometheus-alertmanager awscli" >&2; \
+	  echo "error: not found:$$missing. On Debian or Ubuntu: sudo apt-get install -y prometheus prometheus-alertmanager awscli" >&2; \
 	  exit 1; \
 	fi
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import pulumi
@@ -41,3 +42,30 @@ def node_role(name: str, parent: pulumi.Resource, partition: pulumi.Input[str],
             role=role.name, policy_arn=managed_policy_arn(partition, policy),
         ), pulumi.ResourceOptions(parent=role))
     return role
+
+
+@dataclass
+class PodIdentity:
+    """An IAM role that pods of one Kubernetes service account assume through EKS Pod Identity."""
+
+    role: aws.iam.Role
+    policy: aws.iam.RolePolicy
+    association: aws.eks.PodIdentityAssociation
+
+
+def pod_identity(name: str, parent: pulumi.Resource, *, cluster_name: pulumi.Input[str], namespace: pulumi.Input[str],
+                 service_account: pulumi.Input[str], policy: pulumi.Input[str], description: str,
+                 tags: dict[str, str]) -> PodIdentity:
+    """The role (trusted by the Pod Identity service only), its inline policy, and the association."""
+    role = aws.iam.Role(name, aws.iam.RoleArgs(
+        description=description,
+        assume_role_policy=service_trust_policy("pods.eks.amazonaws.com", ("sts:AssumeRole", "sts:TagSession")),
+        tags=tags,
+    ), pulumi.ResourceOptions(parent=parent))
+    role_policy = aws.iam.RolePolicy(name, aws.iam.RolePolicyArgs(role=role.name, policy=policy),
+                                     pulumi.ResourceOptions(parent=role))
+    association = aws.eks.PodIdentityAssociation(name, aws.eks.PodIdentityAssociationArgs(
+        cluster_name=cluster_name, namespace=namespace, service_account=service_account, role_arn=role.arn,
+        tags=tags,
+    ), pulumi.ResourceOptions(parent=parent))
+    return PodIdentity(role, role_policy, association)

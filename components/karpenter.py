@@ -89,26 +89,14 @@ class Karpenter(pulumi.ComponentResource):
             ), pulumi.ResourceOptions(parent=rule))
 
         # Controller identity: EKS Pod Identity for kube-system/karpenter, policy scoped to this cluster.
-        controller_role = aws.iam.Role(f"{name}-controller", aws.iam.RoleArgs(
-            description="Karpenter controller (EKS Pod Identity)",
-            assume_role_policy=iam.service_trust_policy("pods.eks.amazonaws.com", ("sts:AssumeRole", "sts:TagSession")),
-            tags=args.tags,
-        ), child)
-        controller_policy = aws.iam.RolePolicy(f"{name}-controller", aws.iam.RolePolicyArgs(
-            role=controller_role.name,
+        controller = iam.pod_identity(
+            f"{name}-controller", self, cluster_name=args.cluster_name, namespace=NAMESPACE,
+            service_account=SERVICE_ACCOUNT, description="Karpenter controller (EKS Pod Identity)", tags=args.tags,
             policy=pulumi.Output.all(partition, region, account_id, args.cluster_name, self.node_role.arn,
                                      self.queue.arn).apply(
                 lambda v: json.dumps(karpenter_policy.controller_policy(
                     partition=v[0], region=v[1], account_id=v[2], cluster_name=v[3], node_role_arn=v[4],
-                    queue_arn=v[5]))),
-        ), pulumi.ResourceOptions(parent=controller_role))
-        pod_identity = aws.eks.PodIdentityAssociation(f"{name}-controller", aws.eks.PodIdentityAssociationArgs(
-            cluster_name=args.cluster_name,
-            namespace=NAMESPACE,
-            service_account=SERVICE_ACCOUNT,
-            role_arn=controller_role.arn,
-            tags=args.tags,
-        ), child)
+                    queue_arn=v[5]))))
 
         # The CRDs as their own chart, so chart upgrades upgrade them (Helm never upgrades a chart's crds/).
         crds = k8s.helm.v3.Release(f"{name}-crds", k8s.helm.v3.ReleaseArgs(
@@ -146,7 +134,7 @@ class Karpenter(pulumi.ComponentResource):
             parent=self, provider=args.k8s_provider,
             # Deleted before any of these on `pulumi destroy`, so the controller keeps its permissions,
             # its queue and its nodes' access until the last NodePool is gone.
-            depends_on=[crds, controller_policy, pod_identity, node_access, queue_policy,
+            depends_on=[crds, controller.policy, controller.association, node_access, queue_policy,
                         *args.controller_prerequisites],
         ))
 
@@ -157,5 +145,5 @@ class Karpenter(pulumi.ComponentResource):
         self.register_outputs({
             "nodeRoleName": self.node_role_name,
             "interruptionQueue": self.queue_name,
-            "controllerRoleArn": controller_role.arn,
+            "controllerRoleArn": controller.role.arn,
         })

@@ -1,4 +1,5 @@
-"""The VPC: private subnets for nodes, public subnets for the NAT gateway and internet-facing load balancers.
+"""The VPC: private subnets for nodes, public subnets for the NAT gateway and internet-facing load balancers,
+and small private subnets of their own for the metrics collector's network interfaces.
 
 The subnets are placed in the availability zones where the configured Neuron instance types are offered.
 Trainium is often offered in one or two zones of a region, rarely the first ones, so "the first three
@@ -67,12 +68,12 @@ class NetworkArgs:
 
 
 class Network(pulumi.ComponentResource):
-    """A VPC across the chosen zones: one private and one public subnet per zone, one NAT gateway."""
+    """A VPC across the chosen zones: a private, a public and a collector subnet per zone, one NAT gateway."""
 
     def __init__(self, name: str, args: NetworkArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("trainium-vllm:index:Network", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        private_cidrs, public_cidrs = _subnet_cidrs(args.cidr_block, len(args.availability_zones))
+        private_cidrs, public_cidrs, collector_cidrs = _subnet_cidrs(args.cidr_block, len(args.availability_zones))
 
         self.vpc = aws.ec2.Vpc(f"{name}-vpc", aws.ec2.VpcArgs(
             cidr_block=args.cidr_block,
@@ -138,21 +139,42 @@ class Network(pulumi.ComponentResource):
             ), child)
             self.private_subnets.append(subnet)
 
+        # The Amazon Managed Service for Prometheus collector reaches the pods from interfaces in the subnets
+        # it is given. Model pods share the node subnets, so those could not tell it from any other pod;
+        # subnets of its own let NetworkPolicies admit exactly the collector.
+        self.collector_subnets: list[aws.ec2.Subnet] = []
+        for zone, cidr in zip(args.availability_zones, collector_cidrs):
+            subnet = aws.ec2.Subnet(f"{name}-collector-{zone}", aws.ec2.SubnetArgs(
+                vpc_id=self.vpc.id, availability_zone=zone, cidr_block=cidr,
+                tags={"Name": f"{args.cluster_name}-collector-{zone}"},
+            ), child)
+            aws.ec2.RouteTableAssociation(f"{name}-collector-{zone}", aws.ec2.RouteTableAssociationArgs(
+                subnet_id=subnet.id, route_table_id=private_routes.id,
+            ), child)
+            self.collector_subnets.append(subnet)
+
         self.vpc_id = self.vpc.id
         self.private_subnet_ids = pulumi.Output.all(*[s.id for s in self.private_subnets])
         self.public_subnet_ids = pulumi.Output.all(*[s.id for s in self.public_subnets])
+        self.collector_subnet_ids = pulumi.Output.all(*[s.id for s in self.collector_subnets])
+        self.collector_cidr_blocks = list(collector_cidrs)
+        self.private_route_table_ids = pulumi.Output.all(private_routes.id)
         self.availability_zones = list(args.availability_zones)
         self.register_outputs({
             "vpcId": self.vpc_id,
             "privateSubnetIds": self.private_subnet_ids,
             "publicSubnetIds": self.public_subnet_ids,
+            "collectorSubnetIds": self.collector_subnet_ids,
             "availabilityZones": self.availability_zones,
         })
 
 
-def _subnet_cidrs(cidr_block: str, zones: int) -> tuple[list[str], list[str]]:
-    """Private subnets get a quarter of the VPC each (pods take VPC addresses); public ones share the last quarter."""
+def _subnet_cidrs(cidr_block: str, zones: int) -> tuple[list[str], list[str], list[str]]:
+    """Private subnets get a quarter of the VPC each (pods take VPC addresses); public ones share the last quarter
+    with the collector's, which take a sixteenth of its last sixteenth each (a /26 in a /20 VPC: the collector
+    needs one address per zone)."""
     vpc = ipaddress.IPv4Network(cidr_block)
     quarters = list(vpc.subnets(prefixlen_diff=2))
     public = list(quarters[3].subnets(prefixlen_diff=2))
-    return [str(q) for q in quarters[:zones]], [str(p) for p in public[:zones]]
+    collector = list(public[3].subnets(prefixlen_diff=2))
+    return [str(q) for q in quarters[:zones]], [str(p) for p in public[:zones]], [str(c) for c in collector[:zones]]

@@ -3,7 +3,9 @@ NetworkPolicy, as on the EKS Workshop page "Serving the model", hardened.
 
 A user can follow the workshop word for word: `kubectl get deployment -n vllm` shows `mistral`, its pod
 has the init container `model-download` and the container `vllm`, and `http://mistral.vllm:8080` serves
-the OpenAI-compatible API with the model named `mistral`.
+the OpenAI-compatible API with the model named `mistral` (and `/models/mistral-7b-v0.3`, as post.json has it).
+Unlike the workshop, nothing public is on a model pod's start path: the model comes from the stack's S3
+model store (components.model_store) and every image from ECR Public.
 """
 
 from __future__ import annotations
@@ -11,29 +13,28 @@ from __future__ import annotations
 import hashlib
 import json
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import pulumi
 import pulumi_kubernetes as k8s
+import pulumi_random as random
 
-from components import neuron, versions
+from components import iam, model_pod, neuron
 from components.config import ModelConfig
+from components.model_store import model_prefix, reader_policy
+from components.pods import (DIGEST_SKIP, DNS_EGRESS, checkov_skips, POD_IDENTITY_EGRESS, POD_SECURITY_CONTEXT,
+                             restricted_container)
 
-PORT = 8080
-MODELS_DIR = "/models"
-# Not root, and above the UIDs a node's own users take. Neuron device files are world-read/writable
-# (udev rule of aws-neuronx-dkms), so the server needs no root, capability or privilege to use them.
-USER_ID = 10001
-DOWNLOAD_FILES = Path(__file__).parent / "model_download"
+PORT = model_pod.PORT
 PART_OF = "trainium-vllm"
-# Set by Karpenter on the nodes it launches (karpenter-provider-aws well-known labels).
-INSTANCE_FAMILY_LABEL = "karpenter.k8s.aws/instance-family"
-
-# Checks checkov cannot see satisfied, or that do not apply; each one is skipped on the object, with why.
-DIGEST_SKIP = ("CKV_K8S_43=Images are pinned to release tags in components/versions.py; digests cannot be "
-               "resolved offline. Pin the digest there after pulling the image once.")
+SERVER_FILES = Path(__file__).parent / "model_server"
+SERVER_FILES_CONFIG_MAP = "model-server"
+API_KEY_SECRET = "vllm-api-key"
+PREPULL = "vllm-image-prepull"
+# Below every system add-on (they run at system-cluster-critical or 0): a model sync yields its node.
+SYNC_PRIORITY_CLASS = "trainium-vllm-model-sync"
 
 
 @dataclass
@@ -43,10 +44,14 @@ class VllmNamespaceArgs:
     k8s_provider: k8s.Provider
     # The ceiling on Neuron devices all model pods together may request, whichever NodePool they land in.
     max_neuron_devices: int
+    # The vLLM image, pulled onto every Neuron node as soon as it is ready.
+    image: str
+    require_api_key: bool = True
 
 
 class VllmNamespace(pulumi.ComponentResource):
-    """The namespace of the model servers: Pod Security `restricted`, and traffic denied unless allowed."""
+    """The model servers' namespace (Pod Security `restricted`, default-deny, a Neuron device quota) and what
+    the models share: the server's start files, the API key, the image pre-pull."""
 
     def __init__(self, name: str, args: VllmNamespaceArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("trainium-vllm:index:VllmNamespace", name, None, opts)
@@ -58,7 +63,7 @@ class VllmNamespace(pulumi.ComponentResource):
                        "app.kubernetes.io/part-of": PART_OF},
         }, opts=child)
         self.name: pulumi.Output[str] = self.namespace.metadata["name"]
-        # Every pod here starts with no traffic in or out; each model's policy opens what it needs.
+        # Every pod here starts with no traffic in or out; each workload's policy opens what it needs.
         k8s.networking.v1.NetworkPolicy(f"{name}-default-deny", metadata={
             "name": "default-deny", "namespace": self.name,
         }, spec={"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}, opts=child)
@@ -67,84 +72,184 @@ class VllmNamespace(pulumi.ComponentResource):
         k8s.core.v1.ResourceQuota(f"{name}-neuron-devices", metadata={
             "name": "neuron-devices", "namespace": self.name,
         }, spec={"hard": {f"requests.{neuron.NEURON_DEVICE_RESOURCE}": str(args.max_neuron_devices)}}, opts=child)
+
+        files = {path.name: path.read_text() for path in sorted(SERVER_FILES.iterdir()) if path.is_file()}
+        self.server_files = k8s.core.v1.ConfigMap(f"{name}-server-files", metadata={
+            "name": SERVER_FILES_CONFIG_MAP, "namespace": self.name, "labels": {"app.kubernetes.io/part-of": PART_OF},
+        }, data=files, opts=child)
+        # Pods roll when the start path changes.
+        self.server_files_sha256 = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
+
+        self.api_key: pulumi.Output[str] | None = None
+        self.api_key_sha256: pulumi.Output[str] | None = None
+        if args.require_api_key:
+            key = random.RandomPassword(f"{name}-api-key", random.RandomPasswordArgs(length=48, special=False),
+                                        pulumi.ResourceOptions(parent=self))
+            k8s.core.v1.Secret(f"{name}-api-key", metadata={
+                "name": API_KEY_SECRET, "namespace": self.name, "labels": {"app.kubernetes.io/part-of": PART_OF},
+            }, string_data={"api-key": key.result}, opts=child)
+            self.api_key = pulumi.Output.secret(key.result)
+            # A digest of a 48-character random key reveals nothing; as a pod annotation it rolls the pods.
+            self.api_key_sha256 = pulumi.Output.unsecret(key.result.apply(lambda k: hashlib.sha256(k.encode()).hexdigest()))
+
+        k8s.scheduling.v1.PriorityClass(f"{name}-sync-priority", metadata={"name": SYNC_PRIORITY_CLASS},
+            value=-10, preemption_policy="Never", global_default=False,
+            description="Model sync Jobs: below every system add-on, never preempting one.", opts=child)
+        self.sync_priority_class_name = SYNC_PRIORITY_CLASS
+
+        self._image_prepull(name, args, child)
         self.register_outputs({"name": self.name})
+
+    def _image_prepull(self, name: str, args: VllmNamespaceArgs, opts: pulumi.ResourceOptions) -> None:
+        """Pull the ~10 GB vLLM image onto each Neuron node as soon as it is ready, while the model pod's init
+        container is still copying the model (kubelet pulls images in parallel: AL2023's nodeadm sets
+        serializeImagePulls false), instead of after it, when the server container starts."""
+        labels = {"app.kubernetes.io/name": PREPULL, "app.kubernetes.io/part-of": PART_OF}
+        k8s.apps.v1.DaemonSet(f"{name}-image-prepull", metadata={
+            "name": PREPULL, "namespace": self.name, "labels": labels, "annotations": checkov_skips({
+                **DIGEST_SKIP,
+                "CKV_K8S_8": "The container only sleeps so the image stays on the node; there is no process to "
+                             "probe for liveness.",
+                "CKV_K8S_9": "The container only sleeps so the image stays on the node; it serves nothing, so "
+                             "there is nothing to be ready for.",
+            }),
+        }, spec={
+            "selector": {"matchLabels": labels},
+            # A new image: every node starts pulling it at once, ahead of the model pods.
+            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "100%"}},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "nodeSelector": neuron.NEURON_NODE_SELECTOR,
+                    "tolerations": [neuron.NEURON_TOLERATION],
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "terminationGracePeriodSeconds": 1,
+                    "securityContext": POD_SECURITY_CONTEXT,
+                    # Keeping a container of the image running keeps the image from being garbage-collected.
+                    "containers": [restricted_container({
+                        "name": "image",
+                        "image": args.image,
+                        "command": ["sleep", "infinity"],
+                        "resources": {"requests": model_pod.PREPULL_RESOURCES, "limits": model_pod.PREPULL_RESOURCES},
+                    })],
+                },
+            },
+        }, opts=opts)
+
+
+@dataclass
+class ModelStoreAccess:
+    """Where a model's files are: the store's bucket, the Job that fills it, and the S3 addresses to reach it."""
+
+    bucket_name: pulumi.Input[str]
+    bucket_arn: pulumi.Input[str]
+    region: pulumi.Input[str]
+    sync_job_name: str
+    s3_cidr_blocks: pulumi.Input[Sequence[str]]
 
 
 @dataclass
 class VllmModelArgs:
     model: ModelConfig
-    namespace: pulumi.Input[str]
+    # How the settings name this model in error messages, e.g. "vllm.models[0] (mistral)".
+    setting_path: str
+    namespace: VllmNamespace
     image: str
+    cluster_name: pulumi.Input[str]
     k8s_provider: k8s.Provider
+    store: ModelStoreAccess
     # The Neuron instance types the pod must fit, whichever Karpenter picks.
     instance_types: Sequence[str]
-    # Neuron devices left under the NodePool's limit once every model runs: is there room for a
+    # Neuron devices left under the ceiling once every model runs at its maximum: is there room for a
     # second copy of this one during an update?
     spare_neuron_devices: int
     # Namespaces whose pods may call the model; empty means all of the cluster.
     client_namespaces: Sequence[str] = ()
+    # Address ranges of the metrics collector, admitted to the server port; empty: no collector.
+    collector_cidr_blocks: Sequence[str] = ()
     # How long `pulumi up` waits for the model to be ready; 0: it does not wait.
     rollout_timeout_minutes: int = 45
-    # The Neuron node pool and device plugin: nowhere to run before them.
+    # The Neuron node pools and device plugin: nowhere to run before them.
     capacity_ready: Sequence[pulumi.Resource] = ()
+    tags: dict[str, str] = field(default_factory=dict)
 
 
 class VllmModel(pulumi.ComponentResource):
-    """One model: a vLLM Deployment on Neuron nodes, its Service, disruption budget and network policy."""
+    """One model: a vLLM Deployment on Neuron nodes, its Service, disruption budget, network policy, and the
+    read-only identity its pods copy the model with."""
 
     def __init__(self, name: str, args: VllmModelArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("trainium-vllm:index:VllmModel", name, None, opts)
         model = args.model
+        namespace = args.namespace.name
         child = pulumi.ResourceOptions(parent=self, provider=args.k8s_provider)
         self.labels = {"app.kubernetes.io/name": "vllm", "app.kubernetes.io/instance": model.name,
                        "app.kubernetes.io/component": "model-server", "app.kubernetes.io/part-of": PART_OF}
         selector = {k: self.labels[k] for k in ("app.kubernetes.io/name", "app.kubernetes.io/instance")}
 
-        script = (DOWNLOAD_FILES / "download.sh").read_text()
-        requirements = (DOWNLOAD_FILES / "requirements.txt").read_text()
-        download = k8s.core.v1.ConfigMap(f"{name}-model-download", metadata={
-            "name": f"{model.name}-model-download", "namespace": args.namespace, "labels": self.labels,
-        }, data={"download.sh": script, "requirements.txt": requirements}, opts=child)
+        service_account = k8s.core.v1.ServiceAccount(f"{name}-service-account", metadata={
+            "name": model.name, "namespace": namespace, "labels": self.labels,
+        }, automount_service_account_token=False, opts=child)
+        reader = iam.pod_identity(
+            f"{name}-reader", self, cluster_name=args.cluster_name, namespace=namespace,
+            service_account=model.name, description=f"Model pods of {model.name}: read its prefix of the model store",
+            policy=pulumi.Output.from_input(args.store.bucket_arn).apply(
+                lambda arn: json.dumps(reader_policy(arn, model.name))),
+            tags=args.tags)
 
+        annotations = {
+            # Consolidation must not evict a model that takes minutes to start.
+            "karpenter.sh/do-not-disrupt": "true",
+            # Roll the pods when their start files or the API key change.
+            "trainium-vllm/server-files-sha256": args.namespace.server_files_sha256,
+            **({"trainium-vllm/api-key-sha256": args.namespace.api_key_sha256}
+               if args.namespace.api_key_sha256 is not None else {}),
+        }
+        pod = model_pod.PodSettings(
+            model=model, setting_path=args.setting_path, image=args.image, instance_types=args.instance_types,
+            service_account=model.name, bucket_name=args.store.bucket_name, region=args.store.region,
+            prefix=model_prefix(model.name),
+            sync_job_name=args.store.sync_job_name, server_files_config_map=SERVER_FILES_CONFIG_MAP,
+            api_key_secret=API_KEY_SECRET if args.namespace.api_key is not None else None)
         self.deployment = k8s.apps.v1.Deployment(name, metadata={
             "name": model.name,
-            "namespace": args.namespace,
+            "namespace": namespace,
             "labels": self.labels,
             "annotations": {
-                "checkov.io/skip1": DIGEST_SKIP,
+                **checkov_skips(DIGEST_SKIP),
                 **({"pulumi.com/skipAwait": "true"} if args.rollout_timeout_minutes == 0 else {}),
             },
         }, spec={
+            # With autoscaling, the starting point only: KEDA owns the count afterwards (ignore_changes below).
             "replicas": model.replicas,
             "selector": {"matchLabels": selector},
             "strategy": _strategy(model, args.spare_neuron_devices),
-            # A cold start (node launch, image pull, download, load) takes long; do not call it stalled.
+            # A cold start (node launch, image pull, model copy, load) takes long; do not call it stalled.
             "progressDeadlineSeconds": max(args.rollout_timeout_minutes, 60) * 60,
             "revisionHistoryLimit": 3,
             "template": {
-                "metadata": {
-                    "labels": self.labels,
-                    "annotations": {
-                        # Consolidation must not evict a model that takes many minutes to load.
-                        "karpenter.sh/do-not-disrupt": "true",
-                        # Roll the pods when the download script or its locked tools change.
-                        "trainium-vllm/model-download-sha256":
-                            hashlib.sha256((script + requirements).encode()).hexdigest(),
-                    },
-                },
-                "spec": _pod_spec(model, args.image, args.instance_types, download_config_map=f"{model.name}-model-download"),
+                "metadata": {"labels": self.labels, "annotations": annotations},
+                "spec": model_pod.pod_spec(pod),
             },
         }, opts=pulumi.ResourceOptions(
-            parent=self, provider=args.k8s_provider, depends_on=[download, *args.capacity_ready],
+            parent=self, provider=args.k8s_provider,
+            depends_on=[args.namespace.server_files, service_account, reader.association, reader.policy,
+                        *args.capacity_ready],
             custom_timeouts=_await_budget(args.rollout_timeout_minutes),
+            # A later `pulumi up` must not reset the replica count KEDA set.
+            ignore_changes=["spec.replicas"] if model.autoscaled else None,
         ))
 
         self.service = k8s.core.v1.Service(f"{name}-service", metadata={
             "name": model.name,
-            "namespace": args.namespace,
+            "namespace": namespace,
             "labels": self.labels,
             "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": str(PORT),
-                            "prometheus.io/path": "/metrics"},
+                            "prometheus.io/path": "/metrics",
+                            # pulumi-kubernetes waits up to 10 minutes for a Service's endpoints; a cold start
+                            # takes longer. Readiness is the Deployment's await (rolloutTimeoutMinutes).
+                            "pulumi.com/skipAwait": "true"},
         }, spec={
             "type": "ClusterIP",
             "selector": selector,
@@ -152,37 +257,35 @@ class VllmModel(pulumi.ComponentResource):
         }, opts=child)
 
         k8s.policy.v1.PodDisruptionBudget(f"{name}-disruption-budget", metadata={
-            "name": model.name, "namespace": args.namespace, "labels": self.labels,
-        }, spec={
-            "selector": {"matchLabels": selector},
-            # With several replicas, keep all but one serving. A single replica may not be evicted at
-            # all: a drain waits for the NodePool's terminationGracePeriod instead.
-            "minAvailable": max(model.replicas - 1, 1),
-        }, opts=child)
+            "name": model.name, "namespace": namespace, "labels": self.labels,
+        }, spec={"selector": {"matchLabels": selector}, **_disruption_budget(model)}, opts=child)
 
         clients = ({"namespaceSelector": {"matchExpressions": [{
             "key": "kubernetes.io/metadata.name", "operator": "In", "values": list(args.client_namespaces)}]}}
                    if args.client_namespaces else {"namespaceSelector": {}})
+        collector = [{"ipBlock": {"cidr": cidr}} for cidr in args.collector_cidr_blocks]
         k8s.networking.v1.NetworkPolicy(f"{name}-network-policy", metadata={
-            "name": model.name, "namespace": args.namespace, "labels": self.labels,
+            "name": model.name, "namespace": namespace, "labels": self.labels,
         }, spec={
             "podSelector": {"matchLabels": selector},
             "policyTypes": ["Ingress", "Egress"],
-            # Pods of the cluster (kubelet probes from the node are always allowed by the VPC CNI).
-            "ingress": [{"from": [clients], "ports": [{"port": PORT, "protocol": "TCP"}]}],
-            "egress": [
-                {"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
-                         "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
-                 "ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]},
-                # The download reaches PyPI and Hugging Face over HTTPS; never the instance metadata.
-                {"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["169.254.169.254/32"]}}],
-                 "ports": [{"port": 443, "protocol": "TCP"}]},
-            ],
+            # The clients, and the metrics collector from its own subnets (kubelet probes from the node are
+            # always allowed by the VPC CNI).
+            "ingress": [{"from": [clients, *collector], "ports": [{"port": PORT, "protocol": "TCP"}]}],
+            # The model copy reaches S3 (in-region, through the gateway endpoint) with Pod Identity
+            # credentials; the server itself reaches nothing.
+            "egress": [DNS_EGRESS, POD_IDENTITY_EGRESS, {
+                "to": pulumi.Output.from_input(args.store.s3_cidr_blocks).apply(
+                    lambda blocks: [{"ipBlock": {"cidr": cidr}} for cidr in blocks]),
+                "ports": [{"port": 443, "protocol": "TCP"}],
+            }],
         }, opts=child)
 
-        self.url = pulumi.Output.concat("http://", model.name, ".", args.namespace, f":{PORT}")
+        self.autoscaled = model.autoscaled
+        self.url = pulumi.Output.concat("http://", model.name, ".", namespace, f":{PORT}")
         self.served_model_name = model.name
-        self.try_it = pulumi.Output.from_input(args.namespace).apply(lambda ns: _try_it_command(model.name, ns))
+        self.try_it = pulumi.Output.from_input(namespace).apply(
+            lambda ns: _try_it_command(model.name, ns, args.namespace.api_key is not None))
         self.register_outputs({"url": self.url, "servedModelName": self.served_model_name, "tryIt": self.try_it})
 
 
@@ -193,122 +296,18 @@ def _strategy(model: ModelConfig, spare_neuron_devices: int) -> dict:
     return {"type": "Recreate"}
 
 
+def _disruption_budget(model: ModelConfig) -> dict:
+    # One pod that never scales may not be evicted at all: a drain waits for the NodePool's
+    # terminationGracePeriod instead. Otherwise one pod at a time, whatever the count KEDA set.
+    if model.replicas == model.max_replicas == 1:
+        return {"minAvailable": 1}
+    return {"maxUnavailable": 1}
+
+
 def _await_budget(minutes: int) -> pulumi.CustomTimeouts | None:
     if minutes == 0:
         return None
     return pulumi.CustomTimeouts(create=f"{minutes}m", update=f"{minutes}m")
-
-
-def _restricted(read_only_root: bool = True) -> dict:
-    """Container security context that Pod Security `restricted` admits."""
-    return {"allowPrivilegeEscalation": False, "privileged": False, "readOnlyRootFilesystem": read_only_root,
-            "runAsNonRoot": True, "runAsUser": USER_ID, "runAsGroup": USER_ID,
-            "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
-
-
-def _env(variables: dict[str, str]) -> list[dict[str, str]]:
-    return [{"name": name, "value": value} for name, value in variables.items()]
-
-
-def _pod_spec(model: ModelConfig, image: str, instance_types: Sequence[str], download_config_map: str) -> dict:
-    model_dir = f"{MODELS_DIR}/{model.name}"
-    size = neuron.pod_size(model.neuron_devices, instance_types, model.neuron_core_version)
-    devices = str(model.neuron_devices)
-    serve = ["vllm", "serve", model_dir,
-             "--served-model-name", model.name,
-             "--tokenizer", model_dir,
-             "--device", "neuron",
-             "--tensor-parallel-size", str(model.tensor_parallel_size),
-             "--max-num-seqs", str(model.max_num_seqs),
-             "--max-model-len", str(model.max_model_len),
-             "--dtype", "bfloat16",
-             "--host", "0.0.0.0",
-             "--port", str(PORT)]
-    health = {"httpGet": {"path": "/health", "port": "http"}}
-    return {
-        "nodeSelector": neuron.NEURON_NODE_SELECTOR,
-        "tolerations": [neuron.NEURON_TOLERATION],
-        # Pre-compiled artifacts run only on the NeuronCore generation they were compiled for.
-        "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{
-            "matchExpressions": [{"key": INSTANCE_FAMILY_LABEL, "operator": "In",
-                                  "values": neuron.families_for(model.neuron_core_version, instance_types)}],
-        }]}}},
-        "automountServiceAccountToken": False,  # the server never talks to the Kubernetes API
-        "enableServiceLinks": False,
-        "terminationGracePeriodSeconds": 60,
-        "securityContext": {"runAsNonRoot": True, "runAsUser": USER_ID, "runAsGroup": USER_ID, "fsGroup": USER_ID,
-                            "seccompProfile": {"type": "RuntimeDefault"}},
-        "initContainers": [{
-            "name": "model-download",
-            "image": versions.MODEL_DOWNLOAD_IMAGE,
-            "imagePullPolicy": "Always",
-            "command": ["/bin/sh", "/etc/model-download/download.sh"],
-            "env": _env({
-                "MODEL_REPO": model.hugging_face_repo,
-                "MODEL_DIR": model_dir,
-                "TOOLS_DIR": "/tmp/tools",
-                "HOME": "/tmp",
-                "HF_HOME": "/tmp/hf",
-                # Xet downloads stalled (workshop fix, May 2026): plain HTTPS from the Hub's CDN instead.
-                "HF_HUB_DISABLE_XET": "1",
-                "HF_HUB_DISABLE_TELEMETRY": "1",
-                "HF_HUB_DISABLE_UPDATE_CHECK": "1",
-                "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-            }),
-            "resources": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"cpu": "2", "memory": "2Gi"}},
-            "securityContext": _restricted(),
-            "volumeMounts": [{"name": "models", "mountPath": MODELS_DIR},
-                             {"name": "download", "mountPath": "/etc/model-download", "readOnly": True},
-                             {"name": "tmp", "mountPath": "/tmp"}],
-        }],
-        "containers": [{
-            "name": "vllm",
-            "image": image,
-            "imagePullPolicy": "Always",
-            # vllm directly, not the image's Python wrapper, so SIGTERM reaches the server.
-            "command": serve,
-            "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
-            "env": _env({
-                "NEURON_RT_NUM_CORES": str(model.tensor_parallel_size),
-                "NEURON_COMPILED_ARTIFACTS": model_dir,
-                "VLLM_NEURON_FRAMEWORK": "neuronx-distributed-inference",
-                "MALLOC_ARENA_MAX": "1",
-                "VLLM_LOGGING_LEVEL": "INFO",
-                # The root filesystem is read-only: every cache goes to /tmp.
-                "HOME": "/tmp",
-                # The UID has no passwd entry; getpass.getuser() (torch's cache paths) reads these first.
-                "USER": "vllm",
-                "LOGNAME": "vllm",
-                "HF_HOME": "/tmp/hf",
-                "NEURON_COMPILE_CACHE_URL": "/tmp/neuron-compile-cache",
-                "BASE_COMPILE_WORK_DIR": "/tmp/nxd_model",
-                # Everything is on disk already: never reach the Hub or send usage statistics.
-                "HF_HUB_OFFLINE": "1",
-                "VLLM_NO_USAGE_STATS": "1",
-                "DO_NOT_TRACK": "1",
-            }),
-            "resources": {
-                "requests": {"cpu": size.cpu, "memory": size.memory, neuron.NEURON_DEVICE_RESOURCE: devices},
-                "limits": {"cpu": size.cpu, "memory": size.memory, neuron.NEURON_DEVICE_RESOURCE: devices},
-            },
-            # Loading a 7B model onto Neuron takes minutes: liveness waits until the server has started.
-            "startupProbe": {**health, "periodSeconds": 10, "timeoutSeconds": 5, "failureThreshold": 90},
-            "readinessProbe": {**health, "periodSeconds": 10, "timeoutSeconds": 5, "failureThreshold": 3},
-            "livenessProbe": {**health, "periodSeconds": 30, "timeoutSeconds": 10, "failureThreshold": 5},
-            # Keep serving in-flight requests while the endpoint is removed from the Service.
-            "lifecycle": {"preStop": {"sleep": {"seconds": 15}}},
-            "securityContext": _restricted(),
-            "volumeMounts": [{"name": "models", "mountPath": MODELS_DIR},
-                             {"name": "dshm", "mountPath": "/dev/shm"},
-                             {"name": "tmp", "mountPath": "/tmp"}],
-        }],
-        "volumes": [
-            {"name": "models", "emptyDir": {}},
-            {"name": "dshm", "emptyDir": {"medium": "Memory"}},
-            {"name": "tmp", "emptyDir": {}},
-            {"name": "download", "configMap": {"name": download_config_map, "defaultMode": 0o555}},
-        ],
-    }
 
 
 def workshop_completion(model_name: str) -> dict:
@@ -317,8 +316,9 @@ def workshop_completion(model_name: str) -> dict:
             "temperature": 0}
 
 
-def _try_it_command(model_name: str, namespace: str) -> str:
+def _try_it_command(model_name: str, namespace: str, with_key: bool) -> str:
     """A ready-to-paste line: forward the Service to localhost and ask the model something."""
     body = shlex.quote(json.dumps(workshop_completion(model_name)))
+    key = (" -H \"Authorization: Bearer $(pulumi stack output apiKey --show-secrets)\"" if with_key else "")
     return (f"kubectl port-forward -n {namespace} service/{model_name} {PORT}:{PORT} & sleep 3; "
-            f"curl -s http://localhost:{PORT}/v1/completions -H 'Content-Type: application/json' -d {body}")
+            f"curl -s http://localhost:{PORT}/v1/completions -H 'Content-Type: application/json'{key} -d {body}")

@@ -141,7 +141,7 @@ def test_access_entries_are_named_after_their_principal_not_their_position(dev_c
     after = _admin_entries(run_program(with_settings(dev_config, clusterAdminArns=[ADMINS[2], ADMINS[0]])))
     # Reordering or removing a principal leaves the others' resources (URNs) alone: no replacement, no 409.
     assert {arn: entry.urn for arn, entry in after.items()} == {arn: before[arn].urn for arn in after}
-    names = [entry.name for entry in before.values()]
+    names = [before[arn].name for arn in ADMINS]
     assert names[0].startswith("trainium-vllm-dev-admin-role-platform-admins-")
     assert names[2].startswith("trainium-vllm-dev-admin-role-github-preview-")
     assert len(set(names)) == 3 and all(re.fullmatch(r"[A-Za-z0-9-]+", n) for n in names)
@@ -185,7 +185,7 @@ def test_control_plane_logs_go_to_a_log_group_the_stack_owns(dev_deployment):
 
 
 def test_secrets_are_envelope_encrypted_with_a_rotating_key(dev_deployment):
-    key = dev_deployment.one("aws:kms/key:Key")
+    key = dev_deployment.one("aws:kms/key:Key", "trainium-vllm-dev-secrets")
     assert key.inputs["enableKeyRotation"] is True
     cluster = dev_deployment.one(CLUSTER)
     assert cluster.inputs["encryptionConfigKeyArn"] == key.outputs["arn"]

@@ -84,7 +84,7 @@ def test_private_subnets_route_to_the_internet_through_the_nat_gateway(dev_deplo
     assert private_routes.inputs["routes"] == [{"cidrBlock": "0.0.0.0/0", "natGatewayId": nat.outputs["id"]}]
     associated = {a.inputs["subnetId"] for a in dev_deployment.of_type("aws:ec2/routeTableAssociation:RouteTableAssociation")
                   if a.inputs["routeTableId"] == private_routes.outputs["id"]}
-    assert associated == {s.outputs["id"] for s in _subnets(dev_deployment, "private")}
+    assert associated == {s.outputs["id"] for s in _subnets(dev_deployment, "private") + _subnets(dev_deployment, "collector")}
 
 
 def test_subnet_ranges_fit_the_vpc_and_do_not_overlap(dev_deployment):
@@ -94,3 +94,14 @@ def test_subnet_ranges_fit_the_vpc_and_do_not_overlap(dev_deployment):
     assert not any(a.overlaps(b) for i, a in enumerate(ranges) for b in ranges[i + 1:])
     # A quarter of the VPC per private subnet: pods take VPC addresses.
     assert {ipaddress.IPv4Network(s.inputs["cidrBlock"]).prefixlen for s in _subnets(dev_deployment, "private")} == {18}
+
+
+def test_the_metrics_collector_gets_subnets_of_its_own_in_every_zone(dev_deployment, deploy):
+    collector = _subnets(dev_deployment, "collector")
+    assert sorted(s.inputs["availabilityZone"] for s in collector) == \
+        sorted(s.inputs["availabilityZone"] for s in _subnets(dev_deployment, "private"))
+    # Nothing else launches there: no Karpenter discovery tag, and no node subnet overlaps them.
+    assert all("karpenter.sh/discovery" not in s.inputs["tags"] for s in collector)
+    small = deploy(vpcCidr="10.20.0.0/20")
+    ranges = sorted(s.inputs["cidrBlock"] for s in _subnets(small, "collector"))
+    assert ranges == ["10.20.15.0/26", "10.20.15.128/26", "10.20.15.64/26"]

@@ -58,6 +58,10 @@ ZONES: dict[str, dict[str, str]] = {
     "eu-west-1": {"eu-west-1a": "euw1-az3", "eu-west-1b": "euw1-az1", "eu-west-1c": "euw1-az2"},
 }
 ADDON_VERSIONS = {"coredns": "v1.12.4-eksbuild.1", "eks-pod-identity-agent": "v1.3.8-eksbuild.2"}
+# The S3 prefix list's entries (com.amazonaws.<region>.s3), a stand-in of the shape EC2 returns.
+S3_PREFIX_LIST = {"us-west-2": ["3.5.76.0/22", "3.5.80.0/21", "18.34.48.0/20", "18.34.244.0/22", "52.92.128.0/17",
+                                "52.218.128.0/17", "54.231.160.0/19"]}
+DEFAULT_S3_RANGES = ["52.216.0.0/15", "54.231.0.0/16"]
 
 
 @dataclass
@@ -142,17 +146,26 @@ class Deployment:
 
 
 class FakeCloud(pulumi.runtime.Mocks):
-    """Answers for resources and data sources, shaped like what AWS, pulumi-eks and Kubernetes return."""
+    """Answers for resources and data sources, shaped like what AWS, pulumi-eks and Kubernetes return.
 
-    def __init__(self, region: str, invokes: list[tuple[str, dict[str, Any]]]):
+    In a preview, as in a real `pulumi preview` of a new stack, a resource's outputs are only its inputs:
+    every computed output (IDs, ARNs, endpoints, a kubeconfig) is unknown."""
+
+    def __init__(self, region: str, invokes: list[tuple[str, dict[str, Any]]], preview: bool = False):
         self.region = region
         self.invokes = invokes
+        self.preview = preview
         # The monitor runs registrations on worker threads; it reads back the inputs of its own call.
         self.current = threading.local()
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict]:
         inputs = dict(args.inputs)
         self.current.inputs = inputs
+        if self.preview:
+            return "", inputs
+        return self._created(args, inputs)
+
+    def _created(self, args: pulumi.runtime.MockResourceArgs, inputs: dict[str, Any]) -> tuple[str, dict]:
         suffix = hashlib.sha1(args.name.encode()).hexdigest()
         physical = inputs.get("name") or f"{args.name}-{suffix[:7]}"
         arn_prefix = f"arn:aws:{{}}:{self.region}:{ACCOUNT_ID}"
@@ -172,7 +185,7 @@ class FakeCloud(pulumi.runtime.Mocks):
         if typ.startswith("aws:ec2/"):
             prefix = {"vpc:Vpc": "vpc", "subnet:Subnet": "subnet", "internetGateway:InternetGateway": "igw",
                       "natGateway:NatGateway": "nat", "eip:Eip": "eipalloc", "routeTable:RouteTable": "rtb",
-                      "launchTemplate:LaunchTemplate": "lt"}.get(typ.split("/", 1)[1], "ec2")
+                      "launchTemplate:LaunchTemplate": "lt", "vpcEndpoint:VpcEndpoint": "vpce"}.get(typ.split("/", 1)[1], "ec2")
             resource_id = f"{prefix}-0{suffix[:16]}"
             return resource_id, {**inputs, "id": resource_id, "arn": f"{arn_prefix.format('ec2')}:{prefix}/{resource_id}",
                                  "latestVersion": 1}
@@ -182,6 +195,28 @@ class FakeCloud(pulumi.runtime.Mocks):
                            "arn": f"{arn_prefix.format('eks')}:nodegroup/{inputs.get('clusterName')}/{group}/{suffix[:8]}"}
         if typ == "aws:cloudwatch/eventRule:EventRule":
             return physical, {**inputs, "name": physical, "arn": f"{arn_prefix.format('events')}:rule/{physical}"}
+        if typ == "aws:s3/bucket:Bucket":
+            bucket = inputs.get("bucket") or f"{inputs.get('bucketPrefix', args.name)}{suffix[:26]}"
+            return bucket, {**inputs, "bucket": bucket, "arn": f"arn:aws:s3:::{bucket}",
+                            "bucketRegionalDomainName": f"{bucket}.s3.{self.region}.amazonaws.com"}
+        if typ == "aws:amp/workspace:Workspace":
+            workspace = f"ws-{suffix[:8]}-{suffix[8:12]}-{suffix[12:16]}-{suffix[16:20]}-{suffix[20:32]}"
+            return workspace, {**inputs, "id": workspace, "arn": f"{arn_prefix.format('aps')}:workspace/{workspace}",
+                               "prometheusEndpoint": f"https://aps-workspaces.{self.region}.amazonaws.com/workspaces/"
+                                                     f"{workspace}/"}
+        if typ == "aws:amp/scraper:Scraper":
+            scraper = f"s-{suffix[:8]}-{suffix[8:12]}-{suffix[12:16]}-{suffix[16:20]}-{suffix[20:32]}"
+            return scraper, {**inputs, "arn": f"{arn_prefix.format('aps')}:scraper/{scraper}",
+                             "roleArn": f"arn:aws:iam::{ACCOUNT_ID}:role/aws-service-role/scraper.aps.amazonaws.com/"
+                                        f"AWSServiceRoleForAmazonPrometheusScraper_{suffix[:7]}"}
+        if typ == "aws:sns/topic:Topic":
+            topic = inputs.get("name") or f"{args.name}-{suffix[:7]}"
+            return f"{arn_prefix.format('sns')}:{topic}", {**inputs, "name": topic,
+                                                            "arn": f"{arn_prefix.format('sns')}:{topic}"}
+        if typ == "random:index/randomPassword:RandomPassword":
+            # Deterministic per name, so two runs of the same stack render the same bytes.
+            result = hashlib.sha512(f"password:{args.name}".encode()).hexdigest()[:int(inputs["length"])]
+            return args.name, {**inputs, "result": result}
         if typ == "eks:index:Cluster":
             return args.name, {**inputs, **self._eks_cluster_outputs(inputs)}
         if typ == "kubernetes:helm.sh/v3:Release":
@@ -232,6 +267,10 @@ class FakeCloud(pulumi.runtime.Mocks):
             pairs = [(t, zone) for t, zones in OFFERINGS.get(self.region, {}).items() if t in wanted for zone in zones]
             return {"id": self.region, "instanceTypes": [t for t, _ in pairs], "locations": [z for _, z in pairs],
                     "locationTypes": ["availability-zone"] * len(pairs)}
+        if token == "aws:ec2/getManagedPrefixList:getManagedPrefixList":
+            return {"id": "pl-68a54001", "name": params["name"], "addressFamily": "IPv4", "maxEntries": 0,
+                    "entries": [{"cidr": cidr, "description": ""}
+                                for cidr in S3_PREFIX_LIST.get(self.region, DEFAULT_S3_RANGES)]}
         if token == "aws:eks/getAddonVersion:getAddonVersion":
             return {"id": params["addonName"], "addonName": params["addonName"],
                     "kubernetesVersion": params["kubernetesVersion"], "version": ADDON_VERSIONS[params["addonName"]]}
@@ -313,9 +352,11 @@ def run_program(config: Mapping[str, Any] | None = None, *, stack: str = "dev", 
         pulumi.runtime.set_all_config({key: value if isinstance(value, str) else json.dumps(value)
                                        for key, value in config.items()})
         deployment = deployment if deployment is not None else Deployment()
-        cloud = FakeCloud(region, deployment.invokes)
+        cloud = FakeCloud(region, deployment.invokes, preview=preview)
         monitor = RecordingMonitor(cloud)
         monitor.registrations = deployment.resources
+        # A fresh root stack resource too: set_mocks keeps an existing one, and with it the last run's exports.
+        pulumi.runtime.settings.reset_options()
         pulumi.runtime.set_mocks(cloud, project=PROJECT, stack=stack, preview=preview, monitor=monitor)
 
         async def collect_exports(outputs: dict[str, Any]) -> None:

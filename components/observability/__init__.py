@@ -1,0 +1,1 @@
+"""Observability of the stack: metrics collection, alerts and dashboards."""

@@ -1,18 +1,24 @@
-"""Smoke test: is a deployed model answering through its OpenAI-compatible API, and how fast?
+"""Smoke test: is a deployed model answering through its OpenAI-compatible API, where from, and how fast?
 
     python -m tools.smoke [--stack dev] [--model NAME] [--wait SECONDS] [--json]
                           [--url URL | --kubeconfig PATH]
 
+It talks to the server with the official `openai` client and sends the API key (Authorization: Bearer):
+$VLLM_API_KEY, else the stack's secret output `apiKey` when the stack requires a key (vllm.requireApiKey).
 Without --url it reaches the model's Service (named after the model, port 8080, namespace vllm.namespace)
-through `kubectl port-forward`, with the kubeconfig from `pulumi stack output kubeconfig` (or
---kubeconfig). Then it:
+through `kubectl port-forward`, with the kubeconfig from `pulumi stack output kubeconfig` (or --kubeconfig).
+Then it:
   - waits up to --wait seconds for GET /health to answer 200 (vLLM refuses connections while loading);
+  - says which instance type the model is served from (its pods' nodes: instance type, Karpenter NodePool,
+    capacity type), and warns when that is the Inferentia2 fallback pool; with --url it cannot look;
   - checks GET /v1/models lists the served model name (the model's name in vllm.models);
+  - when the stack requires a key, checks that POST /invocations without it is refused with 401 (vLLM's own
+    key check guards only /v1 paths; the stack's middleware guards the rest);
   - sends the EKS workshop's completion request (POST /v1/completions) and shows its first line;
   - streams a chat completion (POST /v1/chat/completions) and measures time to first token, output
     tokens per second after the first token, and total latency.
 
-Exit status: 0 all checks passed, 1 a check failed, 2 bad flags or stack settings.
+Exit status: 0 all checks passed (warnings allowed), 1 a check failed, 2 bad flags or stack settings.
 --json prints {"ok", "url", "model", "metrics", "checks"}.
 """
 
@@ -20,49 +26,28 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import queue
-import re
-import shutil
-import socket
 import subprocess
 import sys
-import tempfile
-import threading
 import time
 import urllib.error
-import urllib.request
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-from components import vllm
-from components.config import StackConfig
-from tools import cli
+import openai
+
+from components import neuron, vllm
+from tools import cli, endpoint
 from tools.cli import Check
+from tools.endpoint import CheckFailed, Connection, Target
 
-SERVICE_PORT = vllm.PORT
 DEFAULT_WAIT_SECONDS = 600
-POLL_SECONDS = 1.0
-HEALTH_TIMEOUT_SECONDS = 5.0
-# 100 tokens take seconds on one NeuronCore pair; a minute means something is wrong.
-REQUEST_TIMEOUT_SECONDS = 60.0
-PULUMI_TIMEOUT_SECONDS = 120.0
-# kubectl prints its Forwarding line within a second or two once it reaches a running pod.
-FORWARD_TIMEOUT_SECONDS = 15.0
-FORWARDING = re.compile(r"Forwarding from 127\.0\.0\.1:(\d+) -> " + str(SERVICE_PORT))
-
-CHAT_MESSAGE = "Name the colors of the rainbow."
 MAX_TOKENS = 100
-
-
-class SmokeFailure(Exception):
-    """A check failed; later checks cannot run."""
-
-    def __init__(self, name: str, detail: str):
-        super().__init__(detail)
-        self.check = Check(name, "fail", detail)
+KUBECTL_TIMEOUT_SECONDS = 30.0
+# The label every model pod carries (components/vllm.py), and the node labels that say where it runs.
+POD_LABEL = "app.kubernetes.io/instance"
+INSTANCE_TYPE_LABEL = "node.kubernetes.io/instance-type"
+NODE_POOL_LABEL = "karpenter.sh/nodepool"
+CAPACITY_TYPE_LABEL = "karpenter.sh/capacity-type"
 
 
 @dataclass
@@ -73,318 +58,160 @@ class Metrics:
     completion_tokens: int | None = None
 
 
-@dataclass(frozen=True)
-class Target:
-    """The model under test and how to reach it."""
-
-    model: str
-    namespace: str
-    stack: str
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = cli.parser("smoke", "Check that a deployed model answers through its OpenAI-compatible API, and time it.",
-                        "0 pass, 1 a check failed, 2 usage error")
-    parser.add_argument("--url", help="base URL of the server, e.g. http://localhost:8080 (default: port-forward "
-                        "to the model's Service)")
-    parser.add_argument("--model", help="model name from vllm.models (default: the first)")
+                        "0 pass (warnings allowed), 1 a check failed, 2 usage error")
+    endpoint.add_arguments(parser)
     parser.add_argument("--wait", type=float, default=DEFAULT_WAIT_SECONDS, metavar="SECONDS",
                         help=f"how long to wait for the model to become ready (default: {DEFAULT_WAIT_SECONDS})")
-    parser.add_argument("--kubeconfig", type=Path, metavar="PATH",
-                        help="kubeconfig for the port-forward instead of `pulumi stack output kubeconfig`")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a report")
     args = parser.parse_args(argv)
     if args.wait < 0:
         parser.error("--wait must be zero or more seconds")
-    if args.url and not re.match(r"https?://", args.url):
-        parser.error(f"--url {args.url}: give a full URL such as http://localhost:8080")
-    if args.url and args.kubeconfig:
-        parser.error("--url and --kubeconfig exclude each other: --kubeconfig is for the port-forward")
+    endpoint.check_arguments(parser, args)
     return args
 
 
-def pick_model(option: str | None, config: StackConfig) -> str:
-    names = [m.name for m in config.vllm.models]
-    if option is None:
-        return names[0]
-    if option not in names:
-        raise cli.UsageError(f"--model '{option}' is not in vllm.models of stack '{config.stack}'; "
-                             f"choose one of: {', '.join(names)}")
-    return option
+# --- where the model runs ----------------------------------------------------------------------------
 
 
-# --- reaching the server ---------------------------------------------------------------------------
+class KubectlFailed(Exception):
+    pass
 
 
-def executable(name: str, install: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        raise SmokeFailure("port-forward", f"{name} not found on PATH: install {install}, or pass --url")
-    return path
-
-
-@contextmanager
-def kubeconfig_file(option: Path | None, stack: str) -> Iterator[Path]:
-    """The kubeconfig to use: --kubeconfig, else the stack output in a private temporary file."""
-    if option is not None:
-        yield option
-        return
-    pulumi = executable("pulumi", "the Pulumi CLI (https://www.pulumi.com/docs/install/)")
-    command = [pulumi, "stack", "output", "kubeconfig", "--show-secrets", "--stack", stack]
+def kubectl_json(connection: Connection, *args: str) -> dict[str, Any]:
+    command = [str(connection.kubectl), "--kubeconfig", str(connection.kubeconfig), "--request-timeout=15s",
+               *args, "-o", "json"]
+    what = f"`kubectl {' '.join(args)}`"
     try:
-        # No stdin: pulumi must fail rather than prompt (to log in, for a passphrase) where nobody sees it.
-        result = subprocess.run(command, capture_output=True, text=True, timeout=PULUMI_TIMEOUT_SECONDS,
-                                cwd=cli.PROJECT_DIR, stdin=subprocess.DEVNULL)
+        result = subprocess.run(command, capture_output=True, text=True, timeout=KUBECTL_TIMEOUT_SECONDS,
+                                stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
-        raise SmokeFailure("kubeconfig", f"`pulumi stack output kubeconfig` took over {PULUMI_TIMEOUT_SECONDS:.0f}s; "
-                           "check `pulumi whoami`, or pass --kubeconfig") from None
-    if result.returncode != 0 or not result.stdout.strip():
-        reason = result.stderr.strip().splitlines()[-1:] or ["no output"]
-        raise SmokeFailure("kubeconfig", f"`pulumi stack output kubeconfig --stack {stack}` failed ({reason[0]}); "
-                           "has `pulumi up` run for this stack? Or pass --kubeconfig")
-    # mkstemp creates the file readable by its owner only: the kubeconfig is a secret output.
-    handle, name = tempfile.mkstemp(prefix="kubeconfig-", suffix=".json")
+        raise KubectlFailed(f"{what} took over {KUBECTL_TIMEOUT_SECONDS:.0f}s") from None
+    if result.returncode != 0:
+        reason = result.stderr.strip().splitlines()[-1:] or [f"exit status {result.returncode}"]
+        raise KubectlFailed(f"{what} failed: {reason[0]}")
     try:
-        with os.fdopen(handle, "w") as file:
-            file.write(result.stdout)
-        yield Path(name)
-    finally:
-        os.unlink(name)
+        return json.loads(result.stdout)
+    except ValueError:
+        raise KubectlFailed(f"{what} printed no JSON: {endpoint.excerpt(result.stdout)}") from None
 
 
-@contextmanager
-def port_forward(kubectl: str, kubeconfig: Path, target: Target, deadline: float) -> Iterator[tuple[str, Check]]:
-    """Forward a local port to the model's Service; kubectl always stops when the block ends."""
-    command = [kubectl, "--kubeconfig", str(kubeconfig), "port-forward", "-n", target.namespace,
-               f"service/{target.model}", f":{SERVICE_PORT}"]
-    while True:
-        process, port, error = _start_forward(command)
-        if port is not None:
-            break
-        # kubectl refuses while the pod is Pending or initialising: retry until the deadline.
-        if time.monotonic() + POLL_SECONDS >= deadline:
-            raise SmokeFailure("port-forward", f"kubectl port-forward to service/{target.model} in namespace "
-                               f"{target.namespace} failed: {error}; is the pod running? "
-                               f"kubectl get pods -n {target.namespace}")
-        time.sleep(POLL_SECONDS)
+def check_placement(connection: Connection, target: Target) -> Check:
+    """The instance type, NodePool and capacity type of the nodes the model's running pods are on."""
+    if connection.kubeconfig is None:
+        return Check("placement", "pass", "not looked up: with --url there is no kubeconfig to find the model's "
+                     "pods and nodes; run without --url to see the instance type it is served from")
     try:
-        yield (f"http://127.0.0.1:{port}",
-               Check("port-forward", "pass", f"127.0.0.1:{port} -> service/{target.model}:{SERVICE_PORT} "
-                     f"in namespace {target.namespace}"))
-    finally:
-        _stop(process)
-
-
-def _start_forward(command: list[str]) -> tuple[subprocess.Popen[str], int | None, str]:
-    """Start kubectl and read its Forwarding line: (process, port, "") or (stopped process, None, why)."""
-    # A file, not a pipe, for stderr: nobody reads it until kubectl has exited.
-    with tempfile.TemporaryFile(mode="w+") as stderr:
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, stdin=subprocess.DEVNULL,
-                                   text=True)
-        lines: queue.Queue[str | None] = queue.Queue()
-        # Keep draining stdout ("Handling connection for 8080" per request) so kubectl never blocks on it.
-        threading.Thread(target=_drain, args=(process, lines), daemon=True).start()
-        give_up = time.monotonic() + FORWARD_TIMEOUT_SECONDS
-        while (remaining := give_up - time.monotonic()) > 0:
-            try:
-                line = lines.get(timeout=remaining)
-            except queue.Empty:
-                break
-            if line is None:
-                process.wait()
-                stderr.seek(0)
-                return process, None, " ".join(stderr.read().split()) or f"kubectl exited with {process.returncode}"
-            if match := FORWARDING.search(line):
-                return process, int(match.group(1)), ""
-        _stop(process)
-        return process, None, f"no 'Forwarding from 127.0.0.1:...' line within {FORWARD_TIMEOUT_SECONDS:.0f}s"
-
-
-def _drain(process: subprocess.Popen[str], lines: queue.Queue[str | None]) -> None:
-    assert process.stdout is not None
-    with process.stdout:
-        for line in process.stdout:
-            lines.put(line)
-    lines.put(None)
-
-
-def _stop(process: subprocess.Popen[str]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        pods = kubectl_json(connection, "get", "pods", "-n", target.namespace, "-l",
+                            f"{POD_LABEL}={target.model}")["items"]
+        running = sorted((pod["metadata"]["name"], pod["spec"]["nodeName"]) for pod in pods
+                         if pod.get("status", {}).get("phase") == "Running" and pod["spec"].get("nodeName"))
+        if not running:
+            return Check("placement", "warn", f"no running pod labelled {POD_LABEL}={target.model} in namespace "
+                         f"{target.namespace}, although /health answered")
+        # One name gives the Node itself, several a List.
+        answer = kubectl_json(connection, "get", "nodes", *sorted({node for _, node in running}))
+    except KubectlFailed as failure:
+        return Check("placement", "warn", f"could not look up the model's nodes: {failure}")
+    nodes = answer["items"] if answer.get("kind") == "List" else [answer]
+    labels = {node["metadata"]["name"]: node["metadata"].get("labels") or {} for node in nodes}
+    places = []
+    fallback_nodes = []
+    for pod, node in running:
+        node_labels = labels.get(node, {})
+        pool = node_labels.get(NODE_POOL_LABEL)
+        places.append(f"{node_labels.get(INSTANCE_TYPE_LABEL, 'an unknown instance type')} "
+                      f"({f'NodePool {pool}' if pool else 'not a Karpenter node'}, "
+                      f"{node_labels.get(CAPACITY_TYPE_LABEL, 'capacity type unknown')}): pod {pod} on node {node}")
+        if pool == neuron.INFERENTIA2_POOL:
+            fallback_nodes.append(node)
+    detail = "served from " + "; ".join(places)
+    if not fallback_nodes:
+        return Check("placement", "pass", detail)
+    # Karpenter never moves a running pod back; a restarted pod could land on the same node unless cordoned.
+    cordon = " && ".join(f"kubectl cordon {node}" for node in sorted(set(fallback_nodes)))
+    return Check("placement", "warn", f"{detail}. That is the Inferentia2 fallback pool: Trainium had no capacity "
+                 f"or quota when the pod was scheduled. Once Trainium capacity/quota exists, move it back: {cordon} "
+                 f"&& kubectl rollout restart deployment/{target.model} -n {target.namespace}")
 
 
 # --- the API checks --------------------------------------------------------------------------------
 
 
-def request(url: str, body: dict[str, Any] | None = None, timeout: float = REQUEST_TIMEOUT_SECONDS) -> Any:
-    """Open a GET (or a JSON POST); urllib raises HTTPError for non-2xx answers."""
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"} if data else {})
-    return urllib.request.urlopen(req, timeout=timeout)
+def _failed(name: str, error: openai.APIError) -> CheckFailed:
+    return CheckFailed(name, endpoint.request_failed(error).detail)
 
 
-def get_json(name: str, url: str, body: dict[str, Any] | None = None) -> Any:
-    """The JSON answer of a request, or a SmokeFailure naming what went wrong."""
-    what = f"{'POST' if body is not None else 'GET'} {url}"
+def check_models(client: openai.OpenAI, model: str) -> Check:
     try:
-        with request(url, body) as answer:
-            return json.loads(answer.read())
-    except urllib.error.HTTPError as error:
-        raise SmokeFailure(name, f"{what} answered {error.code}: {_excerpt(error.read())}") from None
-    except (OSError, ValueError) as error:
-        raise SmokeFailure(name, f"{what} failed: {error}") from None
-
-
-def _excerpt(body: bytes) -> str:
-    return " ".join(body.decode(errors="replace").split())[:300] or "(empty body)"
-
-
-def wait_for_health(base: str, deadline: float, target: Target) -> Check:
-    """Poll /health until 200. Refused or dropped connections and 5xx mean vLLM is still loading."""
-    url = f"{base}/health"
-    start = time.monotonic()
-    last = "no answer yet"
-    while True:
-        try:
-            with request(url, timeout=min(HEALTH_TIMEOUT_SECONDS, max(deadline - time.monotonic(), 0.5))):
-                return Check("health", "pass", f"{url} answered 200 after {time.monotonic() - start:.1f}s")
-        except urllib.error.HTTPError as error:
-            if error.code < 500:
-                raise SmokeFailure("health", f"{url} answered {error.code}: is this a vLLM server?") from None
-            last = f"HTTP {error.code}"
-        except urllib.error.URLError as error:
-            if isinstance(error.reason, socket.gaierror):
-                raise SmokeFailure("health", f"cannot resolve the host of {url}: {error.reason}") from None
-            last = str(error.reason)
-        except OSError as error:
-            last = str(error) or type(error).__name__
-        if time.monotonic() >= deadline:
-            raise SmokeFailure("health", f"{url} not ready within {time.monotonic() - start:.0f}s (last: {last}); "
-                               f"if the model is still loading, wait longer (--wait) and watch "
-                               f"`kubectl logs deployment/{target.model} -n {target.namespace} -c vllm -f`")
-        time.sleep(min(POLL_SECONDS, max(deadline - time.monotonic(), 0)))
-
-
-def check_models(base: str, model: str) -> Check:
-    listing = get_json("models", f"{base}/v1/models")
-    served = [card.get("id") for card in listing.get("data", [])] if isinstance(listing, dict) else []
+        served = [card.id for card in client.models.list().data]
+    except openai.APIError as error:
+        raise _failed("models", error) from None
     if model not in served:
         listed = ", ".join(map(str, served)) or "nothing"
-        raise SmokeFailure("models", f"'{model}' is not served; /v1/models lists: {listed} "
-                           "(vLLM's --served-model-name must be the model's name in vllm.models)")
+        raise CheckFailed("models", f"'{model}' is not served; /v1/models lists: {listed} "
+                          "(vLLM's --served-model-name must be the model's name in vllm.models)")
     return Check("models", "pass", f"/v1/models lists '{model}'")
 
 
-def check_completion(base: str, model: str) -> Check:
-    body = vllm.workshop_completion(model)
-    start = time.monotonic()
-    answer = get_json("completion", f"{base}/v1/completions", body)
-    seconds = time.monotonic() - start
-    choices = answer.get("choices") if isinstance(answer, dict) else None
-    text = (choices[0].get("text") or "") if choices else ""
-    if not text.strip():
-        raise SmokeFailure("completion", f"POST {base}/v1/completions returned an empty completion: "
-                           f"{_excerpt(json.dumps(answer).encode())}")
-    tokens = (answer.get("usage") or {}).get("completion_tokens", "?")
-    first_line = text.strip().splitlines()[0][:100]
-    return Check("completion", "pass", f"{tokens} tokens in {seconds:.2f}s, finish_reason "
-                 f"{choices[0].get('finish_reason')}: \"{first_line}\"")
+def check_key_required(base: str, model: str) -> Check:
+    """POST /invocations without the key must be refused: vLLM's own key check leaves it open."""
+    url = f"{base}/invocations"
+    # One token: should /invocations be open after all, the probe costs the server next to nothing.
+    body = {"model": model, "prompt": "ping", "max_tokens": 1}
+    try:
+        with endpoint.plain_request(url, body) as answer:
+            status, text = answer.status, answer.read()
+    except urllib.error.HTTPError as error:
+        status, text = error.code, error.read()
+    except OSError as error:
+        return Check("auth", "fail", f"POST {url} without the API key failed: {error}")
+    if status == 401:
+        return Check("auth", "pass", f"POST {url} without the API key is refused (401)")
+    return Check("auth", "fail", f"POST {url} without the API key answered {status}, not 401 "
+                 f"({endpoint.excerpt(text)}): anyone who reaches the Service can use the model. vLLM's own key "
+                 "check guards only /v1 paths; is the stack's API key middleware loaded (vllm serve --middleware)?")
 
 
-def check_chat_stream(base: str, model: str) -> tuple[Check, Metrics]:
-    """Stream a chat completion and time it from the Server-Sent Events as they arrive."""
-    url = f"{base}/v1/chat/completions"
-    body = {"model": model, "messages": [{"role": "user", "content": CHAT_MESSAGE}], "max_tokens": MAX_TOKENS,
-            "temperature": 0, "stream": True, "stream_options": {"include_usage": True}}
+def check_completion(client: openai.OpenAI, model: str) -> Check:
     start = time.monotonic()
     try:
-        with request(url, body) as answer:
-            stream = _read_stream(answer)
-    except urllib.error.HTTPError as error:
-        raise SmokeFailure("chat stream", f"POST {url} answered {error.code}: {_excerpt(error.read())}") from None
-    except (OSError, ValueError) as error:
-        raise SmokeFailure("chat stream", f"POST {url} failed while streaming: {error}") from None
-    end = time.monotonic()
-    if stream.error:
-        raise SmokeFailure("chat stream", f"the server sent an error in the stream: {stream.error}")
-    if stream.first is None:
-        raise SmokeFailure("chat stream", f"POST {url} streamed no content (empty completion)")
-    if not stream.done:
-        raise SmokeFailure("chat stream", f"the stream from {url} ended without 'data: [DONE]'")
-    tokens = stream.usage_tokens if stream.usage_tokens is not None else stream.chunks
-    decode = stream.last - stream.first
+        answer = client.completions.create(**vllm.workshop_completion(model))
+    except openai.APIError as error:
+        raise _failed("completion", error) from None
+    seconds = time.monotonic() - start
+    choice = answer.choices[0] if answer.choices else None
+    text = (choice.text or "") if choice else ""
+    if not text.strip():
+        raise CheckFailed("completion", f"POST {client.base_url}completions returned an empty completion: "
+                          f"{endpoint.excerpt(answer.model_dump_json())}")
+    tokens = answer.usage.completion_tokens if answer.usage else "?"
+    first_line = text.strip().splitlines()[0][:100]
+    return Check("completion", "pass", f"{tokens} tokens in {seconds:.2f}s, finish_reason "
+                 f"{choice.finish_reason}: \"{first_line}\"")
+
+
+def check_chat_stream(client: openai.OpenAI, model: str) -> tuple[Check, Metrics]:
+    try:
+        timing = endpoint.stream_chat(client, model, MAX_TOKENS)
+    except endpoint.RequestFailed as failure:
+        raise CheckFailed("chat stream", failure.detail) from None
+    tokens = timing.completion_tokens
     metrics = Metrics(
-        ttft_seconds=round(stream.first - start, 4),
+        ttft_seconds=round(timing.ttft_seconds, 4),
         # Decode speed: tokens after the first over the time after the first.
-        output_tokens_per_second=round((tokens - 1) / decode, 2) if tokens > 1 and decode > 0 else None,
-        total_seconds=round(end - start, 4),
+        output_tokens_per_second=(round((tokens - 1) / timing.decode_seconds, 2)
+                                  if tokens > 1 and timing.decode_seconds > 0 else None),
+        total_seconds=round(timing.total_seconds, 4),
         completion_tokens=tokens,
     )
-    source = "usage" if stream.usage_tokens is not None else "content chunks, no usage chunk"
+    source = "usage" if timing.tokens_from_usage else "content chunks, no usage chunk"
     speed = f"{metrics.output_tokens_per_second} tokens/s" if metrics.output_tokens_per_second else "one token"
     return Check("chat stream", "pass", f"{tokens} tokens ({source}), first after {metrics.ttft_seconds:.3f}s, "
                  f"{speed}, {metrics.total_seconds:.2f}s in all"), metrics
 
 
-@dataclass
-class _Stream:
-    first: float | None = None
-    last: float = 0.0
-    chunks: int = 0
-    usage_tokens: int | None = None
-    done: bool = False
-    error: str | None = None
-
-
-def _read_stream(answer: Any) -> _Stream:
-    stream = _Stream()
-    for raw in answer:
-        line = raw.decode().strip()
-        if not line.startswith("data:"):
-            continue
-        payload = line[len("data:"):].strip()
-        if payload == "[DONE]":
-            stream.done = True
-            break
-        chunk = json.loads(payload)
-        if not isinstance(chunk, dict):
-            raise ValueError(f"unexpected event: {payload[:200]}")
-        # vLLM reports a failure mid-stream as an error object, then [DONE].
-        error = chunk.get("error") or (chunk if chunk.get("object") == "error" else None)
-        if error:
-            stream.error = error.get("message", json.dumps(error)) if isinstance(error, dict) else str(error)
-        if chunk.get("usage"):
-            stream.usage_tokens = chunk["usage"].get("completion_tokens")
-        # The usage chunk has "choices": [].
-        for choice in chunk.get("choices") or []:
-            if (choice.get("delta") or {}).get("content"):
-                now = time.monotonic()
-                stream.first = now if stream.first is None else stream.first
-                stream.last = now
-                stream.chunks += 1
-    return stream
-
-
 # --- main ------------------------------------------------------------------------------------------
-
-
-@contextmanager
-def endpoint(args: argparse.Namespace, target: Target, deadline: float, checks: list[Check]) -> Iterator[str]:
-    """The server's base URL: --url, or a port-forward that lasts as long as the block."""
-    if args.url:
-        yield args.url.rstrip("/")
-        return
-    # Look for kubectl first: without it, asking pulumi for the kubeconfig is wasted.
-    kubectl = executable("kubectl", "kubectl (https://kubernetes.io/docs/tasks/tools/)")
-    with kubeconfig_file(args.kubeconfig, target.stack) as kubeconfig:
-        with port_forward(kubectl, kubeconfig, target, deadline) as (url, check):
-            checks.append(check)
-            yield url
 
 
 def run(args: argparse.Namespace, target: Target) -> tuple[list[Check], Metrics, str | None]:
@@ -393,14 +220,23 @@ def run(args: argparse.Namespace, target: Target) -> tuple[list[Check], Metrics,
     base = None
     deadline = time.monotonic() + args.wait
     try:
-        with endpoint(args, target, deadline, checks) as base:
+        key, check = endpoint.api_key(target)
+        checks.append(check)
+        with endpoint.connect(args, target, deadline, checks) as connection:
+            base = connection.url
             print(f"waiting up to {args.wait:.0f}s for {base}/health ...", file=sys.stderr)
-            checks.append(wait_for_health(base, deadline, target))
-            checks.append(check_models(base, target.model))
-            checks.append(check_completion(base, target.model))
-            check, metrics = check_chat_stream(base, target.model)
-            checks.append(check)
-    except SmokeFailure as failure:
+            checks.append(endpoint.wait_for_health(
+                base, deadline, f"if the model is still loading, wait longer (--wait) and watch "
+                f"`kubectl logs deployment/{target.model} -n {target.namespace} -c vllm -f`"))
+            checks.append(check_placement(connection, target))
+            with endpoint.openai_client(base, key) as client:
+                checks.append(check_models(client, target.model))
+                if target.require_api_key:
+                    checks.append(check_key_required(base, target.model))
+                checks.append(check_completion(client, target.model))
+                check, metrics = check_chat_stream(client, target.model)
+                checks.append(check)
+    except CheckFailed as failure:
         checks.append(failure.check)
     return checks, metrics, base
 
@@ -408,10 +244,7 @@ def run(args: argparse.Namespace, target: Target) -> tuple[list[Check], Metrics,
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        config = cli.load_stack(args.stack)
-        target = Target(pick_model(args.model, config), config.vllm.namespace, args.stack)
-        if args.kubeconfig is not None and not args.kubeconfig.is_file():
-            raise cli.UsageError(f"--kubeconfig {args.kubeconfig}: no such file")
+        target = endpoint.target(args)
     except cli.UsageError as error:
         return cli.usage_error(error)
     checks, metrics, base = run(args, target)

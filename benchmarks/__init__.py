@@ -1,0 +1,1 @@
+"""Models and benchmarks run by hand (not tests): `python -m benchmarks.<name>`."""

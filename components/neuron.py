@@ -24,8 +24,9 @@ NEURON_NODE_LABEL_VALUE = "true"
 NEURON_TOLERATION = {"key": NEURON_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}
 NEURON_NODE_SELECTOR = {NEURON_NODE_LABEL_KEY: NEURON_NODE_LABEL_VALUE}
 
-# Headroom left on a Neuron node for its DaemonSets (aws-node, kube-proxy, the Neuron device plugin,
-# the Pod Identity agent) when a model pod is sized to fill the node.
+# Headroom left on a Neuron node for its DaemonSets (aws-node, kube-proxy, the Pod Identity agent, the Neuron
+# device plugin, neuron-monitor, the vLLM image pre-pull) when a model pod is sized to fill the node; their
+# requests are summed against it in tests/test_system_nodes.py.
 DAEMONSET_CPU_MILLIS = 500
 DAEMONSET_MEMORY_MIB = 1024
 

@@ -3,7 +3,7 @@ mocks once per test session, and the nodes those stacks make, for scheduling che
 
 The non-default stack changes what the charts and Karpenter objects depend on: another region (where
 trn2 is offered), another Kubernetes version, large instance types of three families, spot and a capacity
-reservation as well as on-demand, and a larger device limit.
+reservation as well as on-demand, a larger device limit, and an autoscaled model (so KEDA is installed).
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ NON_DEFAULT_SETTINGS: dict[str, Any] = {
         "capacityReservationIds": ["cr-0123456789abcdef0"],
         "maxNeuronDevices": 16,
     },
+    # An autoscaled model: KEDA's chart renders too.
+    f"{PROJECT}:vllm": {"models": [{"name": "mistral", "maxReplicas": 2}]},
 }
 INSTANCE_TYPE = "node.kubernetes.io/instance-type"
 

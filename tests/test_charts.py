@@ -24,7 +24,9 @@ from components.karpenter import RELEASE_NAME as KARPENTER_RELEASE
 from components.neuron_capacity import DEVICE_PLUGIN_RELEASE
 from tests import stacks
 from tests.scheduling import Node, admits, affinity_admits, untolerated
+from tests.chart_values import template_text, unknown_keys
 from tests.schemas import CRD_FILES, KARPENTER_SCHEMAS
+from tools import render
 
 pytestmark = pytest.mark.parametrize("stack", stacks.STACKS)
 
@@ -155,3 +157,26 @@ def test_the_neuron_chart_renders_each_device_plugin_object_once(stack):
     """With the program's values only the device plugin renders, once (PROVENANCE-neuron.md, UNRESOLVED)."""
     kinds = sorted(o.manifest["kind"] for o in stacks.release(stack, DEVICE_PLUGIN_RELEASE).objects)
     assert kinds == ["ClusterRole", "ClusterRoleBinding", "DaemonSet", "ServiceAccount"]
+
+
+def test_every_value_the_program_sets_is_a_key_of_its_chart(stack):
+    """Helm ignores a misspelt value without a word: every key must be one the chart's values.yaml has."""
+    checked = set()
+    for release in stacks.releases(stack):
+        chart = render.local_chart(release.spec)
+        assert chart is not None, f"{release.spec.name}: no chart source in ../shared/charts"
+        defaults = yaml.safe_load((chart / "values.yaml").read_text())
+        assert unknown_keys(release.spec.values, defaults, templates=template_text(chart)) == [], release.spec.name
+        checked.add(release.spec.name)
+    assert {"karpenter", "neuron-device-plugin", "kube-state-metrics", "grafana"} <= checked
+    if stack == "perf":
+        assert "keda" in checked
+
+
+def test_the_values_check_catches_a_misspelt_key(stack):
+    grafana = stacks.release(stack, "grafana")
+    chart = render.local_chart(grafana.spec)
+    defaults = yaml.safe_load((chart / "values.yaml").read_text())
+    misspelt = {**grafana.spec.values, "podAnnotation": {}, "admin": {"existingSecrett": "x"}}
+    assert sorted(unknown_keys(misspelt, defaults, templates=template_text(chart))) == ["admin.existingSecrett",
+                                                                                     "podAnnotation"]

@@ -10,6 +10,7 @@ import yaml
 from components.cluster import SYSTEM_NODE_LABEL
 from components.karpenter import INTERRUPTION_EVENTS
 from components.karpenter_policy import controller_policy
+from tests.chart_values import unknown_keys
 from tests.schemas import KARPENTER_SCHEMAS
 RELEASE = "kubernetes:helm.sh/v3:Release"
 ROLE = "aws:iam/role:Role"
@@ -181,26 +182,12 @@ def test_controller_runs_on_system_nodes_with_requests_and_a_disruption_budget(d
     assert values["replicas"] == 2 <= group["scalingConfig"]["desiredSize"]
 
 
-def _unknown_keys(values: dict, defaults: dict, path: str = "") -> list[str]:
-    """Keys Helm would silently ignore. Below a default that is empty or free-form, anything goes."""
-    free_form = {"nodeSelector", "tolerations", "affinity", "podAnnotations", "podLabels", "additionalLabels",
-                 "additionalAnnotations"}
-    unknown = []
-    for key, value in values.items():
-        where = f"{path}.{key}" if path else key
-        if key not in defaults:
-            unknown.append(where)
-        elif isinstance(value, dict) and isinstance(defaults[key], dict) and defaults[key] and key not in free_form:
-            unknown.extend(_unknown_keys(value, defaults[key], where))
-    return unknown
-
-
 def test_every_chart_value_is_a_real_key_of_the_chart(deployment):
     defaults = yaml.safe_load((KARPENTER_SCHEMAS / "chart-values.yaml").read_text())
     values = _controller_release(deployment).inputs["values"]
-    assert _unknown_keys(values, defaults) == []
+    assert unknown_keys(values, defaults) == []
     # The check itself catches a misspelt key at any depth.
-    assert _unknown_keys({"settings": {"clusterNmae": "x"}, "replica": 2}, defaults) == ["settings.clusterNmae", "replica"]
+    assert unknown_keys({"settings": {"clusterNmae": "x"}, "replica": 2}, defaults) == ["settings.clusterNmae", "replica"]
 
 
 def test_controller_is_installed_only_after_what_it_needs(deployment):

@@ -154,3 +154,20 @@ def test_larger_system_nodes_count_their_own_allocatable(busiest):
     assert all(needed <= offered for needed, offered in budget(larger).values())
     cpu_left = budget(larger)["cpu requests"][1]
     assert cpu_left > budget(busiest)["cpu requests"][1] / 2 * 1.9  # one xlarge left ~ two large
+
+
+def test_the_daemon_sets_of_a_neuron_node_fit_the_headroom_the_model_pod_leaves(busiest):
+    """The model pod is sized to fill its node less neuron.DAEMONSET_* (components/neuron.py): everything that
+    runs on every Neuron node (the image pre-pull, neuron-monitor, the device plugin, the EKS add-ons) must
+    fit in it, or the model pod would not fit the node Karpenter launched for it."""
+    from components import neuron
+    from tests.stacks import karpenter_nodes
+    for node in karpenter_nodes(busiest):
+        daemon_sets = [(name, _pod_resources(spec, "requests")) for kind, name, _, spec in _pod_templates(busiest)
+                       if kind == "DaemonSet" and admits(spec, node)]
+        names = {name for name, _ in daemon_sets}
+        assert {"DaemonSet/vllm-image-prepull", "DaemonSet/neuron-monitor", "DaemonSet/neuron-device-plugin"} <= names
+        cpu = sum(r["cpu"] for _, r in daemon_sets) + sum(d["cpu"] for d in ADDON_DAEMON_SETS.values())
+        memory = sum(r["memory"] for _, r in daemon_sets) + sum(d["memory"] for d in ADDON_DAEMON_SETS.values())
+        assert cpu <= neuron.DAEMONSET_CPU_MILLIS, (node.name, cpu)
+        assert memory <= neuron.DAEMONSET_MEMORY_MIB, (node.name, memory)

@@ -116,9 +116,11 @@ CHECKS: dict[str, Callable[[Deployment], bool]] = {
     == {"create": "20m", "update": "20m"},
     "vllm.requireApiKey": lambda s: "--middleware" not in _vllm(s)["command"] and "apiKey" not in s.exports,
     "vllm.models[].name": lambda s: _flag(s, "--served-model-name") == "llama",
-    "vllm.models[].huggingFaceRepo": lambda s: {"name": "MODEL_REPO", "value": SETTINGS["vllm"]["models"][0][
-        "huggingFaceRepo"]} in s.one("kubernetes:batch/v1:Job").manifest()["spec"]["template"]["spec"][
-        "containers"][0]["env"],
+    # The sync Job copies it; the pod checks the pin it reads is this repository's.
+    "vllm.models[].huggingFaceRepo": lambda s: all(
+        {"name": "MODEL_REPO", "value": SETTINGS["vllm"]["models"][0]["huggingFaceRepo"]} in container["env"]
+        for container in (s.one("kubernetes:batch/v1:Job").manifest()["spec"]["template"]["spec"]["containers"][0],
+                          _pod(s)["spec"]["initContainers"][0])),
     "vllm.models[].revision": lambda s: {"name": "MODEL_REVISION", "value": REVISION}
     in _pod(s)["spec"]["initContainers"][0]["env"],
     "vllm.models[].servedModelAliases": lambda s: _vllm(s)["command"][

@@ -4,9 +4,9 @@ import pulumi
 import pulumi_aws as aws
 
 from components import config as stack_config
+from components.autoscaling import Autoscaling, AutoscalingArgs
 from components.cluster import SYSTEM_NODE_LABEL, SYSTEM_TOLERATIONS, EksCluster, EksClusterArgs
 from components.karpenter import Karpenter, KarpenterArgs
-from components.autoscaling import Autoscaling, AutoscalingArgs
 from components.model_store import ModelStore, ModelStoreArgs, ModelSync, ModelSyncArgs
 from components.network import Network, NetworkArgs, lookup_availability_zones
 from components.neuron_capacity import NeuronCapacity, NeuronCapacityArgs
@@ -94,7 +94,7 @@ for index, model in enumerate(config.vllm.models):
         priority_class_name=namespace.sync_priority_class_name,
         await_minutes=config.vllm.rollout_timeout_minutes,
         tags=tags,
-    ), pulumi.ResourceOptions(depends_on=[namespace]))
+    ))
     models.append(VllmModel(model.name, VllmModelArgs(
         model=model,
         setting_path=f"vllm.models[{index}] ({model.name})",
@@ -141,8 +141,9 @@ if config.observability.enabled:
         collector_cidr_blocks=network.collector_cidr_blocks,
         node_selector=SYSTEM_NODE_LABEL,
         tolerations=SYSTEM_TOLERATIONS,
+        cluster_ready=cluster.ready,
         tags=tags,
-    ), pulumi.ResourceOptions(depends_on=cluster.ready))
+    ))
     autoscaled = [m for m in config.vllm.models if m.autoscaled]
     if autoscaled:
         Autoscaling("autoscaling", AutoscalingArgs(
@@ -156,8 +157,9 @@ if config.observability.enabled:
             node_selector=SYSTEM_NODE_LABEL,
             tolerations=SYSTEM_TOLERATIONS,
             deployments=[model.deployment for model in models if model.autoscaled],
+            cluster_ready=cluster.ready,
             tags=tags,
-        ), pulumi.ResourceOptions(depends_on=cluster.ready))
+        ))
     pulumi.export("metricsWorkspace", metrics.query_url)
     pulumi.export("grafanaAdminPassword", monitoring.admin_password)
 

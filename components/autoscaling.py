@@ -55,6 +55,8 @@ class AutoscalingArgs:
     tolerations: Sequence[Mapping[str, str]]
     # The model Deployments: a ScaledObject takes over a Deployment's replica count once it exists.
     deployments: Sequence[pulumi.Resource] = ()
+    # System nodes with DNS and Pod Identity (EksCluster.ready): KEDA's pods need them to start.
+    cluster_ready: Sequence[pulumi.Resource] = ()
     tags: dict[str, str] = field(default_factory=dict)
 
 
@@ -90,7 +92,7 @@ class Autoscaling(pulumi.ComponentResource):
             namespace=NAMESPACE,
             values=self.values,
         ), pulumi.ResourceOptions(parent=self, provider=args.k8s_provider,
-                                  depends_on=[namespace, identity.association, identity.policy]))
+                                  depends_on=[namespace, identity.association, identity.policy, *args.cluster_ready]))
 
         # On `pulumi destroy` these go before the release, while KEDA can still remove their finalizers.
         after_keda = pulumi.ResourceOptions(parent=self, provider=args.k8s_provider,

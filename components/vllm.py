@@ -92,10 +92,11 @@ class VllmNamespace(pulumi.ComponentResource):
             # A digest of a 48-character random key reveals nothing; as a pod annotation it rolls the pods.
             self.api_key_sha256 = pulumi.Output.unsecret(key.result.apply(lambda k: hashlib.sha256(k.encode()).hexdigest()))
 
-        k8s.scheduling.v1.PriorityClass(f"{name}-sync-priority", metadata={"name": SYNC_PRIORITY_CLASS},
+        priority = k8s.scheduling.v1.PriorityClass(f"{name}-sync-priority", metadata={"name": SYNC_PRIORITY_CLASS},
             value=-10, preemption_policy="Never", global_default=False,
             description="Model sync Jobs: below every system add-on, never preempting one.", opts=child)
-        self.sync_priority_class_name = SYNC_PRIORITY_CLASS
+        # An output of the PriorityClass, so a sync Job is created only once its priority exists.
+        self.sync_priority_class_name: pulumi.Output[str] = priority.metadata["name"]
 
         self._image_prepull(name, args, child)
         self.register_outputs({"name": self.name})

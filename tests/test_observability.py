@@ -202,3 +202,21 @@ def test_observability_can_be_turned_off_entirely(deploy):
     assert not [r for r in deployment.resources if r.type == RELEASE and "monitoring" in r.name]
     assert not {"metricsWorkspace", "grafanaAdminPassword"} & set(deployment.exports)
     assert not _manifests(deployment, "kubernetes:apps/v1:DaemonSet", "neuron-monitor")
+
+
+def test_the_charts_wait_for_the_system_nodes_dns_and_pod_identity(deployment, deploy):
+    """A component's dependencies do not hold back its children: each release names them itself."""
+    autoscaled = deploy(neuron={"instanceTypes": ["trn1.2xlarge", "inf2.xlarge"], "maxNeuronDevices": 2},
+                        vllm={"models": [{"name": "mistral", "maxReplicas": 2}]})
+    for stack, release in ((deployment, "monitoring-grafana"), (deployment, "monitoring-kube-state-metrics"),
+                           (autoscaled, "autoscaling-keda")):
+        chart = stack.one(RELEASE, release)
+        for needed in (stack.one("aws:eks/nodeGroup:NodeGroup"),
+                       stack.one("aws:eks/addon:Addon", "trainium-vllm-dev-coredns"),
+                       stack.one("aws:eks/addon:Addon", "trainium-vllm-dev-pod-identity-agent")):
+            assert needed.urn in chart.dependencies, (release, needed.name)
+
+
+def test_a_sync_job_is_created_after_its_priority_class(deployment):
+    priority = deployment.one("kubernetes:scheduling.k8s.io/v1:PriorityClass")
+    assert deployment.depends_on(deployment.one("kubernetes:batch/v1:Job"), priority)

@@ -66,6 +66,8 @@ class MonitoringArgs:
     # Where kube-state-metrics and Grafana run: the system nodes.
     node_selector: Mapping[str, str]
     tolerations: Sequence[Mapping[str, str]]
+    # System nodes with DNS and Pod Identity (EksCluster.ready): the charts' pods need them to start.
+    cluster_ready: Sequence[pulumi.Resource] = ()
     tags: dict[str, str] = field(default_factory=dict)
 
 
@@ -96,7 +98,7 @@ class Monitoring(pulumi.ComponentResource):
                 # The managed collector ignores these annotations; it finds the pod by its labels.
                 "prometheusScrape": False,
             },
-        ), pulumi.ResourceOptions(parent=self, provider=args.k8s_provider, depends_on=[namespace]))
+        ), pulumi.ResourceOptions(parent=self, provider=args.k8s_provider, depends_on=[namespace, *args.cluster_ready]))
 
         self._neuron_monitor(name, child)
         self._grafana(name, args, namespace, system)
@@ -234,5 +236,6 @@ class Monitoring(pulumi.ComponentResource):
             namespace=NAMESPACE,
             values=self.grafana_values,
         ), pulumi.ResourceOptions(parent=self, provider=args.k8s_provider,
-                                  depends_on=[namespace, admin, board_files, identity.association, identity.policy]))
+                                  depends_on=[namespace, admin, board_files, identity.association, identity.policy,
+                                              *args.cluster_ready]))
 

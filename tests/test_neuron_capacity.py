@@ -7,7 +7,7 @@ import re
 import pytest
 import yaml
 
-from components import neuron, versions
+from components import versions
 from components.neuron_capacity import NODE_CONFIG
 from tests.schemas import custom_resource_problems
 

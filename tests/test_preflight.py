@@ -696,7 +696,7 @@ def deployer(moto_url) -> dict[str, str]:
 @pytest.mark.parametrize(("admins", "status"), [
     ([f"arn:aws:iam::{ACCOUNT}:role/teams/ops/deployer"], "fail"),  # the role, path and all
     ([f"arn:aws:iam::{ACCOUNT}:role/deployer"], "fail"),            # the role, path left out
-    ([f"arn:aws:iam::{ACCOUNT}:role/teams/ops/ci-deployer", f"arn:aws:iam::210987654321:role/deployer"], "pass"),
+    ([f"arn:aws:iam::{ACCOUNT}:role/teams/ops/ci-deployer", "arn:aws:iam::210987654321:role/deployer"], "pass"),
 ])
 def test_creator_in_cluster_admins_as_an_assumed_role(capsys, tmp_path, monkeypatch, deployer, admins, status):
     for name, value in deployer.items():

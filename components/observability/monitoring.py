@@ -19,14 +19,14 @@ import pulumi_random as random
 
 from components import iam, neuron, versions
 from components.observability.catalog import KSM_METRIC_LABELS_ALLOWLIST
-from components.observability.scrape import SCRAPE_INTERVAL
+from components.observability.scrape import (NEURON_MONITOR_POD_LABEL, NEURON_MONITOR_POD_NAME, NEURON_MONITOR_PORT,
+                                            SCRAPE_INTERVAL)
 from components.observability.dashboards import dashboards
 from components.observability.workspace import query_policy
 from components.pods import DIGEST_SKIP, DNS_EGRESS, INTERNET_HTTPS_EGRESS, POD_IDENTITY_EGRESS, checkov_skips
 
 NAMESPACE = "monitoring"
 NEURON_MONITOR_NAMESPACE = "neuron-monitor"
-NEURON_MONITOR_PORT = 8000
 KSM_PORT = 8080
 GRAFANA_RELEASE = "grafana"  # also the chart's fullname: its Deployment, Service and service account
 GRAFANA_ADMIN_SECRET = "grafana-admin"
@@ -134,13 +134,15 @@ class Monitoring(pulumi.ComponentResource):
             "name": NEURON_MONITOR_NAMESPACE,
             "labels": {f"pod-security.kubernetes.io/{mode}": "privileged" for mode in ("enforce", "audit", "warn")},
         }, opts=opts)
-        labels = {"app": "neuron-monitor", "app.kubernetes.io/name": "neuron-monitor",
+        # The label and port the collector's scrape job finds it by (components/observability/scrape.py).
+        selector = {NEURON_MONITOR_POD_LABEL: NEURON_MONITOR_POD_NAME}
+        labels = {**selector, "app.kubernetes.io/name": NEURON_MONITOR_POD_NAME,
                   "app.kubernetes.io/part-of": "trainium-vllm"}
         k8s.apps.v1.DaemonSet(f"{name}-neuron-monitor", metadata={
             "name": "neuron-monitor", "namespace": NEURON_MONITOR_NAMESPACE, "labels": labels,
             "annotations": checkov_skips(NEURON_MONITOR_SKIPS),
         }, spec={
-            "selector": {"matchLabels": {"app": "neuron-monitor"}},
+            "selector": {"matchLabels": selector},
             "template": {
                 "metadata": {"labels": labels},
                 "spec": {
